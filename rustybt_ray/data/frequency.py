@@ -1,0 +1,142 @@
+"""Bar-frequency codes and their inference from timestamps.
+
+A frequency code is ``"1d"`` (one bar per session) or an intraday bar length in
+whole minutes or hours: ``"1m"``, ``"5m"``, ``"15m"``, ``"30m"``, ``"1h"``, ``"2h"``...
+Intraday lengths are inferred from the most common positive gap between
+consecutive bars of the same symbol on the same day, so overnight and weekend
+gaps, early closes and sparse extended-hours minutes do not confuse it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+from rustybt_ray.errors import BundleValidationError
+
+_CODE = re.compile(r"^([1-9][0-9]*)([mhd])$")
+_NS_PER_MINUTE = 60 * 1_000_000_000
+_NS_PER_HOUR = 60 * _NS_PER_MINUTE
+_NS_PER_DAY = 24 * _NS_PER_HOUR
+
+#: The longest "most common gap" between daily bars that still reads as daily data.
+#: Trading days are mostly 1 calendar day apart; weekly data is 7 apart.
+_MAX_DAILY_MODE_DAYS = 1
+
+
+def normalize_frequency(code: str) -> str:
+    """The canonical code for ``code`` (``"60m"`` becomes ``"1h"``); raises on a malformed one."""
+    m = _CODE.match(code.strip().lower()) if isinstance(code, str) else None
+    if m is None or (m.group(2) == "d" and m.group(1) != "1"):
+        raise BundleValidationError(
+            f"frequency {code!r} is not a bar frequency; use '1d' for daily bars or an intraday "
+            "length in minutes or hours such as '1m', '5m', '15m', '30m', '1h'"
+        )
+    n, unit = int(m.group(1)), m.group(2)
+    return "1d" if unit == "d" else code_for_gap(n * (_NS_PER_HOUR if unit == "h" else _NS_PER_MINUTE))
+
+
+def code_for_gap(gap_ns: int) -> str:
+    """The intraday code for a bar length in nanoseconds (whole hours as ``h``, else ``m``)."""
+    if gap_ns % _NS_PER_HOUR == 0:
+        return f"{gap_ns // _NS_PER_HOUR}h"
+    return f"{gap_ns // _NS_PER_MINUTE}m"
+
+
+def _describe_gap(gap_ns: int) -> str:
+    if gap_ns % _NS_PER_MINUTE == 0:
+        return code_for_gap(gap_ns)
+    return f"{gap_ns / 1e9:g}s"
+
+
+def infer_frequency(frame: pl.DataFrame) -> str:
+    """Infer the bar frequency of a validated long frame (``date`` as ``Datetime``, ``symbol``).
+
+    Every symbol must have the same frequency; a symbol with too few bars to tell
+    takes the others'. Raises :class:`BundleValidationError` on mixed frequencies
+    or on intraday gaps that are not whole minutes or not multiples of the bar length.
+    """
+    per_symbol = _per_symbol_frequency(frame)
+    known = {sym: code for sym, code in per_symbol.items() if code is not None}
+    codes = sorted(set(known.values()), key=lambda c: (c != "1d", c))
+    if len(codes) > 1:
+        examples = ", ".join(f"{next(s for s, c in known.items() if c == code)} is {code}" for code in codes)
+        raise BundleValidationError(
+            f"mixed bar frequency: {examples}; a bundle holds one frequency, so ingest them as separate bundles"
+        )
+    return codes[0] if codes else "1d"
+
+
+def check_frequency(frame: pl.DataFrame, requested: str | None) -> str:
+    """The frame's frequency: inferred, and equal to ``requested`` when one is given."""
+    inferred = infer_frequency(frame)
+    if requested is None:
+        return inferred
+    wanted = normalize_frequency(requested)
+    if wanted != inferred:
+        raise BundleValidationError(
+            f"frequency={requested!r} was given but the data has {inferred} bars "
+            f"(inferred from the most common gap between bars of the same day); "
+            f"pass frequency={inferred!r} or leave it out"
+        )
+    return wanted
+
+
+def _per_symbol_frequency(frame: pl.DataFrame) -> dict[str, str | None]:
+    """Each symbol's code, or ``None`` when it has too few bars per day to tell."""
+    ts = pl.col("date")
+    stats = (
+        frame.lazy()
+        .select("symbol", ts, ts.dt.date().alias("_day"))
+        .sort("symbol", "date")
+        .with_columns(_gap=ts.diff().over("symbol", "_day").dt.total_nanoseconds())
+        .group_by("symbol")
+        .agg(
+            _midnight=(ts.dt.time() == pl.time(0)).all(),
+            _bars=pl.len(),
+            _days=pl.col("_day").n_unique(),
+            _day_gap=pl.col("_day").unique().sort().diff().dt.total_days().drop_nulls().mode().min(),
+            _gaps=pl.col("_gap").filter(pl.col("_gap") > 0),
+        )
+        .collect()
+    )
+    out: dict[str, str | None] = {}
+    for row in stats.iter_rows(named=True):
+        symbol = row["symbol"]
+        if row["_bars"] == row["_days"]:
+            # One bar per day is daily data. Stamped at midnight it surely is; stamped
+            # with a time it may also be a sparse intraday symbol, so let others decide.
+            day_gap = row["_day_gap"]
+            if day_gap is not None and day_gap > _MAX_DAILY_MODE_DAYS:
+                raise BundleValidationError(
+                    f"unsupported bar frequency: bars are mostly {day_gap} days apart; "
+                    "bundles hold daily ('1d') or intraday bars, so resample to daily first",
+                    symbol=symbol,
+                )
+            out[symbol] = "1d" if row["_midnight"] else None
+            continue
+        gaps = pl.Series(row["_gaps"], dtype=pl.Int64)
+        out[symbol] = _intraday_code(symbol, gaps)
+    return out
+
+
+def _intraday_code(symbol: str, gaps: pl.Series) -> str:
+    counts = gaps.value_counts(sort=True)
+    top = counts.filter(pl.col("count") == counts["count"].max())
+    bar_ns = int(top[gaps.name].min())
+    if bar_ns % _NS_PER_MINUTE != 0:
+        raise BundleValidationError(
+            f"irregular bar frequency: the most common gap between bars is {_describe_gap(bar_ns)}, "
+            "not a whole number of minutes; resample to a regular frequency such as '1m' or '5m'",
+            symbol=symbol,
+        )
+    odd = gaps.filter(gaps % bar_ns != 0)
+    if odd.len():
+        raise BundleValidationError(
+            f"irregular bar frequency: most bars are {code_for_gap(bar_ns)} apart but {odd.len()} gaps "
+            f"within a day are not a multiple of that (e.g. {_describe_gap(int(odd[0]))}); "
+            "resample to a regular frequency",
+            symbol=symbol,
+        )
+    return code_for_gap(bar_ns)

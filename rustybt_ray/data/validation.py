@@ -1,0 +1,263 @@
+"""Parse and check raw pieces into one clean, sorted long frame.
+
+All checks are polars expressions over the whole input at once: every row gets
+the first problem it has (or null), so finding the first bad row and dropping
+all of them in lenient mode are the same vectorized pass.
+
+Structural problems (missing columns, a column of the wrong kind, empty input,
+mixed or irregular bar frequency) always raise. Row problems (unparseable
+values, NaN, non-positive prices, negative volume, inconsistent OHLC, duplicate
+bars) raise on the first bad row by default, or with ``lenient=True`` drop the
+bad rows and are reported as :class:`DroppedRow` s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import polars as pl
+
+from rustybt_ray.data.frequency import check_frequency
+from rustybt_ray.data.ingest import LONG_COLUMNS, PRICE_COLUMNS, VALUE_COLUMNS, RawPiece
+from rustybt_ray.errors import BundleValidationError
+
+#: Relative slack for the OHLC range checks: adjusted prices are computed in floating
+#: point (price times an adjustment factor), so high and close can differ in the last bit.
+OHLC_RELATIVE_TOLERANCE = 1e-9
+
+#: Text date formats tried in order; the first that parses a value wins.
+DATE_FORMATS: tuple[str, ...] = (
+    "%Y-%m-%d",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y%m%d",
+    "%Y/%m/%d",
+    "%Y/%m/%d %H:%M:%S",
+)
+
+_FILE, _ROW, _PROBLEM = "_file", "_row", "_problem"
+_TS = pl.Datetime("ns")
+
+
+class DroppedRow(NamedTuple):
+    """A row that lenient ingest dropped: where it was and what was wrong with it."""
+
+    file: str | None
+    symbol: str | None
+    row: int
+    problem: str
+
+
+@dataclass(frozen=True)
+class ValidatedFrame:
+    """The outcome of validation.
+
+    Attributes:
+        frame: ``date, symbol, open, high, low, close, volume`` with ``date`` as
+            ``Datetime("ns")`` and values as ``Float64``, sorted by symbol then date.
+        frequency: the bar frequency code.
+        dropped: rows dropped in lenient mode (empty otherwise), in input order.
+    """
+
+    frame: pl.DataFrame
+    frequency: str
+    dropped: tuple[DroppedRow, ...]
+
+
+def validate(pieces: list[RawPiece], *, frequency: str | None = None, lenient: bool = False) -> ValidatedFrame:
+    """Parse, check and sort raw pieces (see the module docs for what is checked).
+
+    Raises:
+        BundleValidationError: naming the file, symbol, row and problem.
+    """
+    typed = [_parse_piece(p) for p in pieces if p.frame.width or p.frame.height]
+    if not typed or sum(t.height for t in typed) == 0:
+        label = pieces[0].label if len(pieces) == 1 else None
+        raise BundleValidationError("empty input: there are no rows to ingest", file=label)
+    frame = pl.concat(typed, how="vertical")
+    frame = _flag_row_problems(frame)
+    bad = frame.filter(pl.col(_PROBLEM).is_not_null())
+    dropped: tuple[DroppedRow, ...] = ()
+    if bad.height:
+        if not lenient:
+            first = bad.row(0, named=True)
+            more = bad.height - 1
+            tail = f" ({more} more bad rows; pass lenient=True to drop bad rows and get a report)" if more else ""
+            raise BundleValidationError(
+                first[_PROBLEM] + tail, file=first[_FILE], symbol=first["symbol"], row=first[_ROW]
+            )
+        dropped = tuple(
+            DroppedRow(*r) for r in bad.select(_FILE, "symbol", _ROW, _PROBLEM).iter_rows()
+        )
+        frame = frame.filter(pl.col(_PROBLEM).is_null())
+        if frame.height == 0:
+            raise BundleValidationError(f"empty input: all {bad.height} rows have problems, e.g. {dropped[0]}")
+    frame = frame.select(LONG_COLUMNS).sort("symbol", "date")
+    freq = check_frequency(frame, frequency)
+    return ValidatedFrame(frame, freq, dropped)
+
+
+# -- parsing ------------------------------------------------------------------------
+
+
+def _parse_piece(piece: RawPiece) -> pl.DataFrame:
+    """Typed columns plus ``_file``, ``_row`` and ``_problem`` (a parse problem or null)."""
+    frame = piece.frame
+    required = [c for c in LONG_COLUMNS if not (c == "symbol" and piece.symbol is not None)]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        found = ", ".join(frame.columns) or "none"
+        raise BundleValidationError(
+            f"missing columns: {', '.join(missing)} (found: {found}); "
+            f"a bundle needs {', '.join(required)} (header names are case-insensitive)",
+            file=piece.label,
+        )
+    problems: list[pl.Expr] = []
+    date, date_problem = _parse_dates(frame, piece.label)
+    problems.append(date_problem)
+    if piece.symbol is not None:
+        symbol = pl.lit(piece.symbol, dtype=pl.String)
+    else:
+        symbol, symbol_problem = _parse_symbols(frame, piece.label)
+        problems.append(symbol_problem)
+    values = []
+    for name in VALUE_COLUMNS:
+        value, problem = _parse_number(frame, name, piece.label)
+        values.append(value.alias(name))
+        problems.append(problem)
+    return frame.select(
+        pl.lit(piece.label, dtype=pl.String).alias(_FILE),
+        (pl.int_range(pl.len(), dtype=pl.Int64) + piece.row_base).alias(_ROW),
+        date.alias("date"),
+        symbol.alias("symbol"),
+        *values,
+        pl.coalesce(problems).alias(_PROBLEM),
+    )
+
+
+def _parse_dates(frame: pl.DataFrame, label: str | None) -> tuple[pl.Expr, pl.Expr]:
+    col = pl.col("date")
+    dtype = frame.schema["date"]
+    if dtype == pl.String:
+        text = col.str.strip_chars()
+        parsed = pl.coalesce([text.str.strptime(_TS, f, strict=False, exact=True) for f in DATE_FORMATS])
+        problem = (
+            pl.when(text.is_null() | (text == ""))
+            .then(pl.lit("date is missing"))
+            .when(parsed.is_null())
+            .then(
+                pl.format(
+                    "cannot parse date '{}'; use YYYY-MM-DD or YYYY-MM-DD HH:MM:SS "
+                    "(naive exchange-local time, no UTC offset)",
+                    text,
+                )
+            )
+        )
+        return parsed, problem
+    if dtype == pl.Date:
+        return col.cast(_TS), _missing(col, "date")
+    if isinstance(dtype, pl.Datetime):
+        # A zone-aware column keeps its wall-clock time: bars are stamped in exchange time.
+        if dtype.time_zone is not None:
+            col = col.dt.replace_time_zone(None)
+        return col.cast(_TS), _missing(pl.col("date"), "date")
+    raise BundleValidationError(
+        f"column 'date' has type {dtype}; expected dates, datetimes or text like 2024-01-31 or 2024-01-31 09:30:00",
+        file=label,
+    )
+
+
+def _parse_symbols(frame: pl.DataFrame, label: str | None) -> tuple[pl.Expr, pl.Expr]:
+    dtype = frame.schema["symbol"]
+    if not (dtype == pl.String or dtype == pl.Categorical or isinstance(dtype, pl.Enum) or dtype.is_integer()):
+        raise BundleValidationError(f"column 'symbol' has type {dtype}; expected text", file=label)
+    symbol = pl.col("symbol").cast(pl.String).str.strip_chars()
+    problem = pl.when(symbol.is_null() | (symbol == "")).then(pl.lit("symbol is missing"))
+    return symbol, problem
+
+
+def _parse_number(frame: pl.DataFrame, name: str, label: str | None) -> tuple[pl.Expr, pl.Expr]:
+    col = pl.col(name)
+    dtype = frame.schema[name]
+    if dtype == pl.String:
+        text = col.str.strip_chars()
+        parsed = text.cast(pl.Float64, strict=False)
+        problem = (
+            pl.when(text.is_null() | (text == ""))
+            .then(pl.lit(f"{name} is missing"))
+            .when(parsed.is_null())
+            .then(pl.format(f"{name} '{{}}' is not a number", text))
+        )
+        return parsed, problem
+    if dtype.is_numeric() or dtype == pl.Null:
+        return col.cast(pl.Float64), _missing(col, name)
+    raise BundleValidationError(
+        f"column {name!r} is not numeric (type {dtype}); convert it to numbers first", file=label
+    )
+
+
+def _missing(col: pl.Expr, name: str) -> pl.Expr:
+    return pl.when(col.is_null()).then(pl.lit(f"{name} is missing"))
+
+
+# -- row checks ---------------------------------------------------------------------
+
+
+def _flag_row_problems(frame: pl.DataFrame) -> pl.DataFrame:
+    """Set ``_problem`` to each row's first problem; parse problems come first."""
+    tol = OHLC_RELATIVE_TOLERANCE
+    high, low = pl.col("high"), pl.col("low")
+    checks = pl.when(pl.col(_PROBLEM).is_not_null()).then(pl.col(_PROBLEM))
+    for name in VALUE_COLUMNS:
+        checks = checks.when(pl.col(name).is_nan()).then(pl.lit(f"{name} is NaN"))
+    for name in VALUE_COLUMNS:
+        checks = checks.when(pl.col(name).is_infinite()).then(pl.format(f"{name} is {{}}", pl.col(name)))
+    for name in PRICE_COLUMNS:
+        checks = checks.when(pl.col(name) <= 0).then(
+            pl.format(f"{name} {{}} is not positive; prices must be > 0", pl.col(name))
+        )
+    checks = checks.when(pl.col("volume") < 0).then(pl.format("volume {} is negative", pl.col("volume")))
+    checks = checks.when(high < low - tol * low.abs()).then(pl.format("high {} is below low {}", high, low))
+    for name in ("open", "close"):
+        value = pl.col(name)
+        outside = (value > high + tol * high.abs()) | (value < low - tol * low.abs())
+        checks = checks.when(outside).then(pl.format(f"{name} {{}} is outside [low {{}}, high {{}}]", value, low, high))
+    frame = frame.with_columns(checks.alias(_PROBLEM))
+    return _flag_duplicates(frame)
+
+
+def _flag_duplicates(frame: pl.DataFrame) -> pl.DataFrame:
+    """Mark every later copy of a (date, symbol) among otherwise good rows.
+
+    Rows with other problems do not count, so in lenient mode a good bar survives
+    next to a broken copy of itself.
+    """
+    good = pl.col(_PROBLEM).is_null()
+    key = ["symbol", "date"]
+    frame = frame.with_row_index("_pos")
+    ok = frame.filter(good)
+    dup = ok.filter(~pl.struct(key).is_first_distinct())
+    if dup.height == 0:
+        return frame.drop("_pos")
+    first = ok.group_by(key, maintain_order=True).agg(pl.col(_FILE).first().alias("_ffile"), pl.col(_ROW).first().alias("_frow"))
+    dup = dup.join(first, on=key, how="left").select(
+        "_pos",
+        pl.format(
+            "duplicate bar for {} at {}; first seen at {}row {}",
+            pl.col("symbol"),
+            pl.col("date").dt.to_string("%Y-%m-%d %H:%M:%S"),
+            pl.when(pl.col("_ffile").is_not_null()).then(pl.format("file {}, ", pl.col("_ffile"))).otherwise(pl.lit("")),
+            pl.col("_frow"),
+        ).alias("_dup"),
+    )
+    return (
+        frame.join(dup, on="_pos", how="left")
+        .with_columns(pl.coalesce(_PROBLEM, "_dup").alias(_PROBLEM))
+        .sort("_pos")
+        .drop("_pos", "_dup")
+    )
