@@ -149,10 +149,12 @@ class Bundle:
         """
         dates = frame["date"].cast(pl.Datetime("ns")).to_numpy()
         calendar = np.unique(dates)
-        symbols = sorted(frame["symbol"].unique().to_list())
-        sym_index = {s: i for i, s in enumerate(symbols)}
+        # Column of each row without a Python loop: the dense rank of the symbol is its
+        # position among the sorted unique symbols.
+        symbol_col = frame["symbol"].cast(pl.String)
+        symbols = symbol_col.unique().sort().to_list()
         rows = np.searchsorted(calendar, dates)
-        cols = np.fromiter((sym_index[s] for s in frame["symbol"].to_list()), dtype=np.int64, count=frame.height)
+        cols = (symbol_col.rank("dense") - 1).to_numpy().astype(np.intp, copy=False)
         values = np.full((len(FIELDS), calendar.shape[0], len(symbols)), np.nan)
         for f in OHLCV:
             values[FIELD_INDEX[f], rows, cols] = frame[f].cast(pl.Float64).to_numpy()

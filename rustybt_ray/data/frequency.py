@@ -85,29 +85,45 @@ def check_frequency(frame: pl.DataFrame, requested: str | None) -> str:
 
 def _per_symbol_frequency(frame: pl.DataFrame) -> dict[str, str | None]:
     """Each symbol's code, or ``None`` when it has too few bars per day to tell."""
-    ts = pl.col("date")
-    stats = (
-        frame.lazy()
-        .select("symbol", ts, ts.dt.date().alias("_day"))
-        .sort("symbol", "date")
-        .with_columns(_gap=ts.diff().over("symbol", "_day").dt.total_nanoseconds())
-        .group_by("symbol")
-        .agg(
-            _midnight=(ts.dt.time() == pl.time(0)).all(),
-            _bars=pl.len(),
-            _days=pl.col("_day").n_unique(),
-            _day_gap=pl.col("_day").unique().sort().diff().dt.total_days().drop_nulls().mode().min(),
-            _gaps=pl.col("_gap").filter(pl.col("_gap") > 0),
-        )
+    ts, sym = pl.col("date"), pl.col("symbol")
+    # Sorted by symbol then date, a row's predecessor is the previous row: comparing
+    # with shift() is much cheaper than a window function over (symbol, day).
+    rows = frame.lazy().select(sym, ts).sort("symbol", "date").with_columns(_day=ts.dt.date())
+    same_symbol = sym == sym.shift()
+    rows = rows.with_columns(
+        _gap=pl.when(same_symbol & (pl.col("_day") == pl.col("_day").shift()))
+        .then((ts - ts.shift()).dt.total_nanoseconds()),
+        _day_gap=pl.when(same_symbol & (pl.col("_day") != pl.col("_day").shift()))
+        .then((pl.col("_day") - pl.col("_day").shift()).dt.total_days()),
+    )
+    stats = rows.group_by("symbol").agg(
+        _midnight=(ts.dt.time() == pl.time(0)).all(),
+        _intraday=pl.col("_gap").is_not_null().any(),
+    )
+    gap_mode = _mode(rows, "_gap")
+    day_mode = _mode(rows, "_day_gap")
+    table = (
+        stats.join(gap_mode, on="symbol", how="left")
+        .join(day_mode, on="symbol", how="left")
+        .sort("symbol")
         .collect()
     )
+    odd = (
+        rows.filter(pl.col("_gap").is_not_null())
+        .join(gap_mode, on="symbol")
+        .filter(pl.col("_gap") % pl.col("_gap_mode") != 0)
+        .group_by("symbol")
+        .agg(pl.len().alias("n"), pl.col("_gap").first().alias("example"))
+        .collect()
+    )
+    odd_by_symbol = {r["symbol"]: r for r in odd.iter_rows(named=True)}
     out: dict[str, str | None] = {}
-    for row in stats.iter_rows(named=True):
+    for row in table.iter_rows(named=True):
         symbol = row["symbol"]
-        if row["_bars"] == row["_days"]:
+        if not row["_intraday"]:
             # One bar per day is daily data. Stamped at midnight it surely is; stamped
             # with a time it may also be a sparse intraday symbol, so let others decide.
-            day_gap = row["_day_gap"]
+            day_gap = row["_day_gap_mode"]
             if day_gap is not None and day_gap > _MAX_DAILY_MODE_DAYS:
                 raise BundleValidationError(
                     f"unsupported bar frequency: bars are mostly {day_gap} days apart; "
@@ -116,26 +132,34 @@ def _per_symbol_frequency(frame: pl.DataFrame) -> dict[str, str | None]:
                 )
             out[symbol] = "1d" if row["_midnight"] else None
             continue
-        gaps = pl.Series(row["_gaps"], dtype=pl.Int64)
-        out[symbol] = _intraday_code(symbol, gaps)
+        out[symbol] = _intraday_code(symbol, int(row["_gap_mode"]), odd_by_symbol.get(symbol))
     return out
 
 
-def _intraday_code(symbol: str, gaps: pl.Series) -> str:
-    counts = gaps.value_counts(sort=True)
-    top = counts.filter(pl.col("count") == counts["count"].max())
-    bar_ns = int(top[gaps.name].min())
+def _mode(rows: pl.LazyFrame, column: str) -> pl.LazyFrame:
+    """Per symbol, the most common non-null value of ``column`` (the smallest on ties)."""
+    return (
+        rows.filter(pl.col(column).is_not_null() & (pl.col(column) > 0))
+        .group_by("symbol", column)
+        .len()
+        .sort("symbol", "len", column, descending=[False, True, False])
+        .group_by("symbol", maintain_order=True)
+        .first()
+        .select("symbol", pl.col(column).alias(f"{column}_mode"))
+    )
+
+
+def _intraday_code(symbol: str, bar_ns: int, odd: dict[str, int] | None) -> str:
     if bar_ns % _NS_PER_MINUTE != 0:
         raise BundleValidationError(
             f"irregular bar frequency: the most common gap between bars is {_describe_gap(bar_ns)}, "
             "not a whole number of minutes; resample to a regular frequency such as '1m' or '5m'",
             symbol=symbol,
         )
-    odd = gaps.filter(gaps % bar_ns != 0)
-    if odd.len():
+    if odd is not None:
         raise BundleValidationError(
-            f"irregular bar frequency: most bars are {code_for_gap(bar_ns)} apart but {odd.len()} gaps "
-            f"within a day are not a multiple of that (e.g. {_describe_gap(int(odd[0]))}); "
+            f"irregular bar frequency: most bars are {code_for_gap(bar_ns)} apart but {odd['n']} gaps "
+            f"within a day are not a multiple of that (e.g. {_describe_gap(int(odd['example']))}); "
             "resample to a regular frequency",
             symbol=symbol,
         )

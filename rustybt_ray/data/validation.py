@@ -130,14 +130,19 @@ def _parse_piece(piece: RawPiece) -> pl.DataFrame:
         value, problem = _parse_number(frame, name, piece.label)
         values.append(value.alias(name))
         problems.append(problem)
-    return frame.select(
-        pl.lit(piece.label, dtype=pl.String).alias(_FILE),
-        (pl.int_range(pl.len(), dtype=pl.Int64) + piece.row_base).alias(_ROW),
-        date.alias("date"),
-        symbol.alias("symbol"),
-        *values,
-        pl.coalesce(problems).alias(_PROBLEM),
+    row = (pl.int_range(pl.len(), dtype=pl.Int64) + piece.row_base).alias(_ROW)
+    typed = frame.select(
+        pl.lit(piece.label, dtype=pl.String).alias(_FILE), row, date.alias("date"), symbol.alias("symbol"), *values
     )
+    # A value that failed to parse is null in ``typed``; only those rows need a message,
+    # so the (costly) message formatting runs on the few bad rows, not on all of them.
+    flagged = pl.any_horizontal(pl.col("date", "symbol", *VALUE_COLUMNS).is_null())
+    bad_rows = typed.select(pl.arg_where(flagged))[:, 0] if typed.height else pl.Series([], dtype=pl.UInt32)
+    if bad_rows.len() == 0:
+        return typed.with_columns(pl.lit(None, dtype=pl.String).alias(_PROBLEM))
+    messages = frame[bad_rows].select(pl.coalesce(problems).alias(_PROBLEM))
+    message_at = pl.Series(_PROBLEM, [None] * typed.height, dtype=pl.String).scatter(bad_rows, messages[_PROBLEM])
+    return typed.with_columns(message_at)
 
 
 def _parse_dates(frame: pl.DataFrame, label: str | None) -> tuple[pl.Expr, pl.Expr]:
@@ -145,7 +150,7 @@ def _parse_dates(frame: pl.DataFrame, label: str | None) -> tuple[pl.Expr, pl.Ex
     dtype = frame.schema["date"]
     if dtype == pl.String:
         text = col.str.strip_chars()
-        parsed = pl.coalesce([text.str.strptime(_TS, f, strict=False, exact=True) for f in DATE_FORMATS])
+        parsed = pl.coalesce([text.str.strptime(_TS, f, strict=False, exact=True) for f in _date_formats(frame)])
         problem = (
             pl.when(text.is_null() | (text == ""))
             .then(pl.lit("date is missing"))
@@ -170,6 +175,25 @@ def _parse_dates(frame: pl.DataFrame, label: str | None) -> tuple[pl.Expr, pl.Ex
         f"column 'date' has type {dtype}; expected dates, datetimes or text like 2024-01-31 or 2024-01-31 09:30:00",
         file=label,
     )
+
+
+def _date_formats(frame: pl.DataFrame) -> list[str]:
+    """The formats needed to parse a text date column: usually the first one that fits.
+
+    Trying every format on every row costs one full parse each, so formats are tried
+    in order and the search stops once every non-empty value has parsed.
+    """
+    text = frame["date"].str.strip_chars()
+    todo = text.is_not_null() & (text != "")
+    chosen: list[str] = []
+    for fmt in DATE_FORMATS:
+        if not todo.any():
+            break
+        parsed = text.filter(todo).str.strptime(_TS, fmt, strict=False, exact=True)
+        if parsed.is_not_null().any():
+            chosen.append(fmt)
+            todo = todo.scatter(todo.arg_true(), parsed.is_null())
+    return chosen or [DATE_FORMATS[0]]
 
 
 def _parse_symbols(frame: pl.DataFrame, label: str | None) -> tuple[pl.Expr, pl.Expr]:
@@ -208,26 +232,38 @@ def _missing(col: pl.Expr, name: str) -> pl.Expr:
 # -- row checks ---------------------------------------------------------------------
 
 
-def _flag_row_problems(frame: pl.DataFrame) -> pl.DataFrame:
-    """Set ``_problem`` to each row's first problem; parse problems come first."""
+def _row_checks() -> list[tuple[pl.Expr, pl.Expr]]:
+    """(condition, message) per row check, in the order a row's first problem is picked."""
     tol = OHLC_RELATIVE_TOLERANCE
     high, low = pl.col("high"), pl.col("low")
-    checks = pl.when(pl.col(_PROBLEM).is_not_null()).then(pl.col(_PROBLEM))
+    checks: list[tuple[pl.Expr, pl.Expr]] = []
     for name in VALUE_COLUMNS:
-        checks = checks.when(pl.col(name).is_nan()).then(pl.lit(f"{name} is NaN"))
+        checks.append((pl.col(name).is_nan(), pl.lit(f"{name} is NaN")))
     for name in VALUE_COLUMNS:
-        checks = checks.when(pl.col(name).is_infinite()).then(pl.format(f"{name} is {{}}", pl.col(name)))
+        checks.append((pl.col(name).is_infinite(), pl.format(f"{name} is {{}}", pl.col(name))))
     for name in PRICE_COLUMNS:
-        checks = checks.when(pl.col(name) <= 0).then(
-            pl.format(f"{name} {{}} is not positive; prices must be > 0", pl.col(name))
-        )
-    checks = checks.when(pl.col("volume") < 0).then(pl.format("volume {} is negative", pl.col("volume")))
-    checks = checks.when(high < low - tol * low.abs()).then(pl.format("high {} is below low {}", high, low))
+        checks.append((pl.col(name) <= 0, pl.format(f"{name} {{}} is not positive; prices must be > 0", pl.col(name))))
+    checks.append((pl.col("volume") < 0, pl.format("volume {} is negative", pl.col("volume"))))
+    checks.append((high < low - tol * low.abs(), pl.format("high {} is below low {}", high, low)))
     for name in ("open", "close"):
         value = pl.col(name)
         outside = (value > high + tol * high.abs()) | (value < low - tol * low.abs())
-        checks = checks.when(outside).then(pl.format(f"{name} {{}} is outside [low {{}}, high {{}}]", value, low, high))
-    frame = frame.with_columns(checks.alias(_PROBLEM))
+        checks.append((outside, pl.format(f"{name} {{}} is outside [low {{}}, high {{}}]", value, low, high)))
+    return checks
+
+
+def _flag_row_problems(frame: pl.DataFrame) -> pl.DataFrame:
+    """Set ``_problem`` to each row's first problem; parse problems come first."""
+    checks = _row_checks()
+    parsed_ok = pl.col(_PROBLEM).is_null()
+    # Pass 1 over all rows: cheap booleans. Pass 2 over the bad rows only: messages.
+    bad_rows = frame.select(pl.arg_where(parsed_ok & pl.any_horizontal([c for c, _ in checks])))[:, 0]
+    if bad_rows.len():
+        chain = pl.when(checks[0][0]).then(checks[0][1])
+        for condition, message in checks[1:]:
+            chain = chain.when(condition).then(message)
+        messages = frame[bad_rows].select(chain.alias(_PROBLEM))[_PROBLEM]
+        frame = frame.with_columns(frame[_PROBLEM].scatter(bad_rows, messages))
     return _flag_duplicates(frame)
 
 
