@@ -1,0 +1,150 @@
+"""The ``rustybt-ray`` command: ingest and list bundles, run one backtest.
+
+Errors the user can fix (a :class:`RustyBTError`, a missing file) print one line,
+``rustybt-ray: error: ...``, and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import importlib.util
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rustybt_ray.errors import RustyBTError, StrategyError
+
+DEMO_STRATEGY = "rustybt_ray.examples.sma_crossover:SmaCrossover"
+
+
+def load_strategy(target: str) -> type:
+    """Load a strategy class from ``path/to/file.py:ClassName`` or ``package.module:ClassName``."""
+    from rustybt_ray.engine import TradingAlgorithm
+
+    module_part, sep, class_name = target.rpartition(":")
+    if not sep or not module_part or not class_name:
+        raise StrategyError(f"strategy must look like path/to/strategy.py:ClassName or module:ClassName, got {target!r}")
+    if module_part.endswith(".py") or "/" in module_part or "\\" in module_part:
+        path = Path(module_part)
+        if not path.is_file():
+            raise StrategyError(f"strategy file {path} does not exist")
+        spec = importlib.util.spec_from_file_location(f"_rustybt_user_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise StrategyError(f"cannot import strategy file {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses and pickling look the module up
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(module_part)
+        except ImportError as exc:
+            raise StrategyError(f"cannot import strategy module {module_part!r}: {exc}") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        names = sorted(n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, TradingAlgorithm))
+        raise StrategyError(f"{module_part} has no class {class_name!r}; strategies there: {', '.join(names) or 'none'}")
+    if not (isinstance(cls, type) and issubclass(cls, TradingAlgorithm)):
+        raise StrategyError(f"{target} is not a TradingAlgorithm subclass")
+    return cls
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``name=value`` with ``value`` read as a Python literal when it is one (10, 0.5, True, 'x')."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        raise StrategyError(f"--param must look like name=value, got {text!r}")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return name.strip(), value
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from rustybt_ray.data import ingest_bundle
+
+    source = args.csv_dir or args.parquet
+    if args.csv_dir and not Path(args.csv_dir).is_dir():
+        raise StrategyError(f"--csv-dir {args.csv_dir} is not a directory")
+    info = ingest_bundle(args.name, source, frequency=args.frequency, lenient=args.lenient)
+    print(f"ingested bundle {info.name!r}: {len(info.symbols)} symbols, {info.rows} rows, {info.frequency} bars")
+    dropped = getattr(info, "dropped", None) or ()
+    for d in dropped:
+        print(f"  dropped: {d}")
+    return 0
+
+
+def _cmd_bundles(args: argparse.Namespace) -> int:
+    from rustybt_ray.data import list_bundles
+
+    infos = list_bundles()
+    print("demo (built in)")
+    for info in infos:
+        print(f"{info.name}  {info.frequency}  {len(info.symbols)} symbols  {info.rows} rows")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rustybt_ray.engine import run_algorithm
+
+    strategy = load_strategy(args.strategy)
+    params = dict(parse_param(p) for p in args.param or [])
+    result = run_algorithm(strategy, args.bundle, start=args.start, end=args.end, capital_base=args.capital,
+                           params=params, fill_price=args.fill_price)
+    if args.json:
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.metrics.items()}
+        print(json.dumps({"strategy": result.strategy, "params": result.params, "metrics": clean}, default=str))
+    else:
+        print(result.summary())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``rustybt-ray``."""
+    parser = argparse.ArgumentParser(prog="rustybt-ray", description="Backtests and optimization sweeps on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="ingest CSV files or Parquet into a named bundle")
+    p.add_argument("name")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv-dir", help="directory of SYMBOL.csv files")
+    src.add_argument("--parquet", help="long-format Parquet file or directory")
+    p.add_argument("--frequency", help="bar frequency (inferred when omitted): 1d, 1h, 1m, ...")
+    p.add_argument("--lenient", action="store_true", help="drop and report bad rows instead of failing")
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("bundles", help="list bundles")
+    p.set_defaults(func=_cmd_bundles)
+
+    p = sub.add_parser("run", help="run one backtest and print its metrics")
+    p.add_argument("strategy", nargs="?", default=DEMO_STRATEGY,
+                   help=f"path/to/strategy.py:ClassName or module:ClassName (default {DEMO_STRATEGY})")
+    p.add_argument("--bundle", default="demo")
+    p.add_argument("--start")
+    p.add_argument("--end")
+    p.add_argument("--capital", type=float, default=100_000.0)
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="strategy parameter (repeatable)")
+    p.add_argument("--fill-price", choices=["open", "close"], default="open")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rustybt-ray`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (RustyBTError, FileNotFoundError, PermissionError) as exc:
+        print(f"rustybt-ray: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

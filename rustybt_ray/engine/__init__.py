@@ -1,0 +1,41 @@
+"""The event-driven backtest engine (knows nothing of Ray)."""
+
+from rustybt_ray.engine.algorithm import Portfolio, Position, TradingAlgorithm
+from rustybt_ray.engine.bar_data import BarData
+from rustybt_ray.engine.costs import (
+    BasisPoints,
+    CommissionModel,
+    FixedBasisPointsSlippage,
+    NoCommission,
+    NoSlippage,
+    PerDollar,
+    PerShare,
+    SlippageModel,
+)
+from rustybt_ray.engine.ledger import Ledger, Transactions
+from rustybt_ray.engine.orders import Order
+from rustybt_ray.engine.result import BacktestResult
+from rustybt_ray.engine.run import run_algorithm
+from rustybt_ray.engine.schedule import date_rules, time_rules
+
+__all__ = [
+    "BacktestResult",
+    "BarData",
+    "BasisPoints",
+    "CommissionModel",
+    "FixedBasisPointsSlippage",
+    "Ledger",
+    "NoCommission",
+    "NoSlippage",
+    "Order",
+    "PerDollar",
+    "PerShare",
+    "Portfolio",
+    "Position",
+    "SlippageModel",
+    "TradingAlgorithm",
+    "Transactions",
+    "date_rules",
+    "run_algorithm",
+    "time_rules",
+]

@@ -1,0 +1,161 @@
+"""Commission and slippage models, applied to whole batches of fills at once.
+
+Names and arguments follow zipline's ``zipline.finance.commission`` and
+``zipline.finance.slippage`` so ported strategies keep their ``set_commission`` and
+``set_slippage`` calls. Each model works on NumPy arrays of fills (one entry per
+order), so the ledger core can serve the event-driven engine and a vectorized
+front end alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rustybt_ray.errors import StrategyError
+
+
+class CommissionModel:
+    """Base class: the commission charged for each fill."""
+
+    def calculate(self, amount: np.ndarray, price: np.ndarray) -> np.ndarray:
+        """Commission (>= 0) for fills of ``amount`` shares (signed) at ``price``."""
+        raise NotImplementedError
+
+    def calculate_one(self, amount: float, price: float) -> float:
+        """Commission of one fill; built-in models override this with plain float math for speed."""
+        return float(self.calculate(np.array([amount]), np.array([price]))[0])
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class NoCommission(CommissionModel):
+    """Trades cost nothing."""
+
+    def calculate(self, amount: np.ndarray, price: np.ndarray) -> np.ndarray:
+        """Zero for every fill."""
+        return np.zeros(np.shape(amount))
+
+    def calculate_one(self, amount: float, price: float) -> float:
+        """Zero."""
+        return 0.0
+
+
+class PerShare(CommissionModel):
+    """A cost per share traded, with a minimum per order (zipline's ``PerShare``).
+
+    ``commission = max(min_trade_cost, |amount| * cost)`` for every filled order.
+    """
+
+    def __init__(self, cost: float = 0.001, min_trade_cost: float = 0.0) -> None:
+        _non_negative("PerShare cost", cost)
+        _non_negative("PerShare min_trade_cost", min_trade_cost)
+        self.cost = float(cost)
+        self.min_trade_cost = float(min_trade_cost)
+
+    def calculate(self, amount: np.ndarray, price: np.ndarray) -> np.ndarray:
+        """``max(min_trade_cost, |amount| * cost)`` per fill (zero for an empty fill)."""
+        raw = np.abs(amount) * self.cost
+        return np.where(amount != 0, np.maximum(raw, self.min_trade_cost), 0.0)
+
+    def calculate_one(self, amount: float, price: float) -> float:
+        """``max(min_trade_cost, |amount| * cost)``."""
+        if amount == 0:
+            return 0.0
+        raw = abs(amount) * self.cost
+        return raw if raw > self.min_trade_cost else self.min_trade_cost
+
+
+class PerDollar(CommissionModel):
+    """A fraction of the traded value (zipline's ``PerDollar``): ``|amount| * price * cost``."""
+
+    def __init__(self, cost: float = 0.0015) -> None:
+        _non_negative("PerDollar cost", cost)
+        self.cost = float(cost)
+
+    def calculate(self, amount: np.ndarray, price: np.ndarray) -> np.ndarray:
+        """``|amount * price| * cost`` per fill."""
+        return np.abs(amount * price) * self.cost
+
+    def calculate_one(self, amount: float, price: float) -> float:
+        """``|amount * price| * cost``."""
+        return abs(amount * price) * self.cost
+
+
+class BasisPoints(PerDollar):
+    """A commission in basis points of traded value: ``BasisPoints(5)`` is 0.05%."""
+
+    def __init__(self, bps: float = 5.0) -> None:
+        _non_negative("BasisPoints bps", bps)
+        super().__init__(cost=bps / 10_000.0)
+        self.bps = float(bps)
+
+    def __repr__(self) -> str:
+        return f"BasisPoints(bps={self.bps!r})"
+
+
+class SlippageModel:
+    """Base class: the price a fill gets, given the bar's reference price."""
+
+    def fill_price(self, amount: np.ndarray, price: np.ndarray) -> np.ndarray:
+        """Execution price for fills of signed ``amount`` against reference ``price``."""
+        raise NotImplementedError
+
+    def fill_price_one(self, amount: float, price: float) -> float:
+        """Execution price of one fill; built-in models override this with plain float math."""
+        return float(self.fill_price(np.array([amount]), np.array([price]))[0])
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class NoSlippage(SlippageModel):
+    """Fills at the reference price."""
+
+    def fill_price(self, amount: np.ndarray, price: np.ndarray) -> np.ndarray:
+        """The reference price unchanged."""
+        return price
+
+    def fill_price_one(self, amount: float, price: float) -> float:
+        """The reference price unchanged."""
+        return price
+
+
+class FixedBasisPointsSlippage(SlippageModel):
+    """Buys pay, and sells receive, the reference price moved by ``basis_points`` against the trader.
+
+    ``price * (1 + sign(amount) * basis_points / 10_000)``. Unlike zipline, there is no
+    volume cap: orders fill whole at the next bar, which keeps fills reproducible
+    across data vendors that report volume differently.
+    """
+
+    def __init__(self, basis_points: float = 5.0) -> None:
+        _non_negative("FixedBasisPointsSlippage basis_points", basis_points)
+        self.basis_points = float(basis_points)
+
+    def fill_price(self, amount: np.ndarray, price: np.ndarray) -> np.ndarray:
+        """Reference price moved against the trade by the fixed basis points."""
+        return price * (1.0 + np.sign(amount) * (self.basis_points / 10_000.0))
+
+    def fill_price_one(self, amount: float, price: float) -> float:
+        """Reference price moved against the trade by the fixed basis points."""
+        sign = 1.0 if amount > 0 else (-1.0 if amount < 0 else 0.0)
+        return price * (1.0 + sign * (self.basis_points / 10_000.0))
+
+
+def _non_negative(what: str, value: float) -> None:
+    if not np.isfinite(value) or value < 0:
+        raise StrategyError(f"{what} must be a finite number >= 0, got {value!r}")
+
+
+#: Defaults, as zipline's for US equities (without zipline's volume cap).
+def default_commission() -> CommissionModel:
+    """``PerShare(cost=0.001, min_trade_cost=0.0)``: a tenth of a cent per share."""
+    return PerShare(0.001, 0.0)
+
+
+def default_slippage() -> SlippageModel:
+    """``FixedBasisPointsSlippage(basis_points=5.0)``."""
+    return FixedBasisPointsSlippage(5.0)

@@ -1,0 +1,189 @@
+"""The ledger: cash and positions over all assets, held as arrays, and the fill core.
+
+``Ledger.execute`` takes a batch of orders for one bar (asset columns, signed share
+amounts, reference prices) and books them with slippage and commission in NumPy.
+The event-driven engine feeds it the open orders of a bar; a vectorized front end
+(target weights per bar) can feed it the differences between targets and holdings.
+Nothing here knows about strategies, calendars or Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rustybt_ray.engine.costs import CommissionModel, SlippageModel
+
+
+@dataclass(frozen=True)
+class Transactions:
+    """Every fill of a run, as parallel arrays in execution order."""
+
+    bar: np.ndarray  #: bar index (into the bundle calendar) of the fill
+    asset: np.ndarray  #: asset column
+    amount: np.ndarray  #: signed shares (+ buy, - sell)
+    price: np.ndarray  #: execution price after slippage
+    commission: np.ndarray  #: commission charged
+    order_id: np.ndarray  #: id of the order filled (-1 for fills without an order)
+
+    def __len__(self) -> int:
+        return int(self.bar.shape[0])
+
+
+class Ledger:
+    """Cash, positions (shares, signed) and average cost per asset, with a fill log.
+
+    Long and short positions are both allowed; a short sale credits cash. Cost basis
+    follows zipline: adding to a position averages the price, reducing keeps it,
+    crossing zero restarts it at the fill price (commissions are not folded in).
+
+    Positions and cost bases are kept as plain lists indexed by asset column: the
+    event-driven path touches a few assets per bar, where list access is several
+    times cheaper than NumPy scalar access. :attr:`positions` gives them as an array,
+    and :meth:`execute` books whole batches in NumPy.
+    """
+
+    __slots__ = ("cash", "pos", "cost", "commission", "slippage", "_tx", "_snap_bar", "_snap_cash", "_snap_pos")
+
+    def __init__(
+        self, n_assets: int, capital_base: float, commission: CommissionModel, slippage: SlippageModel
+    ) -> None:
+        self.cash = float(capital_base)
+        #: shares held per asset column (signed)
+        self.pos: list[float] = [0.0] * n_assets
+        #: average cost per share of each open position (0 when flat)
+        self.cost: list[float] = [0.0] * n_assets
+        self.commission = commission
+        self.slippage = slippage
+        self._tx: list[tuple[int, int, float, float, float, int]] = []
+        self._snap_bar: list[int] = []
+        self._snap_cash: list[float] = []
+        self._snap_pos: list[list[float]] = []
+
+    @property
+    def positions(self) -> np.ndarray:
+        """Shares held per asset, as a new array."""
+        return np.array(self.pos)
+
+    @property
+    def cost_basis(self) -> np.ndarray:
+        """Average cost per share per asset, as a new array."""
+        return np.array(self.cost)
+
+    def execute_one(self, bar: int, asset: int, amount: float, ref_price: float, order_id: int = -1) -> bool:
+        """Fill one order with plain float math (the fast path for a few orders per bar).
+
+        Returns False, booking nothing, when ``ref_price`` is NaN (no bar) or ``amount`` is 0.
+        """
+        if ref_price != ref_price or amount == 0:
+            return False
+        price = self.slippage.fill_price_one(amount, ref_price)
+        commission = self.commission.calculate_one(amount, price)
+        pos = self.pos
+        old = pos[asset]
+        new = old + amount
+        if new == 0:
+            self.cost[asset] = 0.0
+        elif old == 0 or (old > 0) == (amount > 0):
+            self.cost[asset] = (self.cost[asset] * old + price * amount) / new
+        elif (new > 0) == (amount > 0):
+            self.cost[asset] = price  # crossed zero: a new position at this price
+        pos[asset] = new
+        self.cash -= amount * price + commission
+        self._tx.append((bar, asset, amount, price, commission, order_id))
+        return True
+
+    def execute(
+        self,
+        bar: int,
+        assets: np.ndarray,
+        amounts: np.ndarray,
+        ref_price: np.ndarray,
+        order_ids: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Fill a batch of orders in NumPy (the path for wide universes and vectorized front ends).
+
+        An entry whose reference price is NaN (the asset has no bar) does not fill.
+        Returns a boolean mask of the entries that filled. Equal to calling
+        :meth:`execute_one` per entry, up to float rounding of the cash sum.
+        """
+        filled = ~np.isnan(ref_price) & (amounts != 0)
+        if not filled.any():
+            return filled
+        if not filled.all():
+            assets, amounts, ref_price = assets[filled], amounts[filled], ref_price[filled]
+            order_ids = order_ids[filled] if order_ids is not None else None
+        n = assets.shape[0]
+        ids = order_ids.tolist() if order_ids is not None else [-1] * n
+        if np.unique(assets).shape[0] != n:
+            # Several orders for one asset: book them in order, so cost basis is exact.
+            for a, q, p, o in zip(assets.tolist(), amounts.tolist(), ref_price.tolist(), ids, strict=True):
+                self.execute_one(bar, a, q, p, o)
+            return filled
+        price = self.slippage.fill_price(amounts, ref_price)
+        commission = self.commission.calculate(amounts, price)
+        pos_arr = np.array(self.pos)
+        cost_arr = np.array(self.cost)
+        old = pos_arr[assets]
+        new = old + amounts
+        cb = cost_arr[assets]
+        same_side = (old == 0) | (np.sign(old) == np.sign(amounts))
+        flipped = ~same_side & (np.sign(new) == np.sign(amounts)) & (new != 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            averaged = (cb * old + price * amounts) / new
+        cb = np.where(same_side, averaged, np.where(flipped, price, cb))
+        cost_arr[assets] = np.where(new == 0, 0.0, cb)
+        pos_arr[assets] = new
+        self.pos = pos_arr.tolist()
+        self.cost = cost_arr.tolist()
+        self.cash -= float(np.dot(amounts, price)) + float(commission.sum())
+        self._tx.extend(zip([bar] * n, assets.tolist(), amounts.tolist(), price.tolist(), commission.tolist(), ids,
+                            strict=True))
+        return filled
+
+    def snapshot(self, bar: int) -> None:
+        """Remember cash and positions at the end of ``bar``'s fills (call once per bar with fills)."""
+        if self._snap_bar and self._snap_bar[-1] == bar:
+            self._snap_cash[-1] = self.cash
+            self._snap_pos[-1] = self.pos.copy()
+        else:
+            self._snap_bar.append(bar)
+            self._snap_cash.append(self.cash)
+            self._snap_pos.append(self.pos.copy())
+
+    def value(self, price_row: np.ndarray) -> float:
+        """Portfolio value: cash plus positions marked at ``price_row`` (NaN prices count only where flat)."""
+        pos = np.array(self.pos)
+        held = pos != 0
+        return self.cash + float(np.dot(pos[held], price_row[held]))
+
+    def transactions(self) -> Transactions:
+        """All fills so far, as arrays."""
+        if not self._tx:
+            e_i, e_f = np.empty(0, np.int64), np.empty(0)
+            return Transactions(e_i, e_i.copy(), e_f, e_f.copy(), e_f.copy(), e_i.copy())
+        bar, asset, amount, price, commission, oid = zip(*self._tx, strict=True)
+        return Transactions(
+            np.array(bar, dtype=np.int64),
+            np.array(asset, dtype=np.int64),
+            np.array(amount, dtype=np.float64),
+            np.array(price, dtype=np.float64),
+            np.array(commission, dtype=np.float64),
+            np.array(oid, dtype=np.int64),
+        )
+
+    def history(self, bars: np.ndarray, capital_base: float) -> tuple[np.ndarray, np.ndarray]:
+        """Cash ``(n,)`` and positions ``(n, N)`` at the end of each of ``bars`` (ascending).
+
+        Rebuilt from the snapshots taken at fill bars, so it equals the live ledger
+        exactly, bar for bar.
+        """
+        n, n_assets = bars.shape[0], len(self.pos)
+        if not self._snap_bar:
+            return np.full(n, float(capital_base)), np.zeros((n, n_assets))
+        snap_bar = np.asarray(self._snap_bar)
+        which = np.searchsorted(snap_bar, bars, side="right") - 1
+        cash_tab = np.concatenate([[float(capital_base)], np.asarray(self._snap_cash)])
+        pos_tab = np.vstack([np.zeros((1, n_assets)), np.asarray(self._snap_pos)])
+        return cash_tab[which + 1], pos_tab[which + 1]

@@ -1,0 +1,275 @@
+"""``run_algorithm``: one event-driven backtest of a strategy over a bundle.
+
+A backtest is a pure function of (bundle, strategy class, parameters, date range,
+capital, cost models): it keeps no global state, so it can run in any process and
+be retried. The event loop is the hot path: per bar it sets the clock, fills open
+orders if there are any, runs scheduled functions if any fall on the bar, and calls
+``handle_data``. Valuations, returns and metrics are computed once, at the end,
+from arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from rustybt_ray.data.bundle import Bundle
+from rustybt_ray.engine.algorithm import TradingAlgorithm, pinned_params
+from rustybt_ray.engine.bar_data import BarData
+from rustybt_ray.engine.costs import CommissionModel, SlippageModel, default_commission, default_slippage
+from rustybt_ray.engine.ledger import Ledger
+from rustybt_ray.engine.orders import OrderBook
+from rustybt_ray.engine.result import BacktestResult
+from rustybt_ray.errors import StrategyError
+from rustybt_ray.metrics import compute_metrics, returns_from_values, round_trips
+
+FILL_PRICES = ("open", "close")
+
+
+def run_algorithm(
+    strategy: type[TradingAlgorithm],
+    bundle: Bundle | str = "demo",
+    start: Any = None,
+    end: Any = None,
+    capital_base: float = 100_000.0,
+    params: Mapping[str, Any] | None = None,
+    *,
+    commission: CommissionModel | None = None,
+    slippage: SlippageModel | None = None,
+    fill_price: str = "open",
+) -> BacktestResult:
+    """Backtest ``strategy`` on ``bundle`` from ``start`` to ``end`` (inclusive) and return the result.
+
+    Args:
+        strategy: a :class:`TradingAlgorithm` subclass (the class, not an instance).
+        bundle: a :class:`Bundle`, or the name of a registered bundle, or ``"demo"``.
+        start, end: first and last bar (dates or timestamps; ``None`` = bundle bounds).
+            ``history`` may look back before ``start``: bars before it are warm-up data.
+        capital_base: starting cash.
+        params: parameter values by name; each overrides the strategy's default and
+            wins over an assignment in ``initialize``. An unknown name is an error.
+        commission, slippage: cost models (defaults: ``PerShare(0.001)`` and
+            ``FixedBasisPointsSlippage(5)``); ``set_commission``/``set_slippage`` in
+            ``initialize`` override them.
+        fill_price: ``"open"`` fills orders placed at bar t at bar t+1's open;
+            ``"close"`` at bar t+1's close.
+    """
+    if not (isinstance(strategy, type) and issubclass(strategy, TradingAlgorithm)):
+        raise StrategyError(f"strategy must be a TradingAlgorithm subclass, got {strategy!r}")
+    if fill_price not in FILL_PRICES:
+        raise StrategyError(f"fill_price must be 'open' or 'close', got {fill_price!r}")
+    if not (np.isfinite(capital_base) and capital_base > 0):
+        raise StrategyError(f"capital_base must be a positive number, got {capital_base!r}")
+    if isinstance(bundle, Bundle):
+        b = bundle
+    else:
+        from rustybt_ray.data import load_bundle
+
+        b = load_bundle(bundle)
+    i0, i1 = b.index_range(start, end)
+    if i1 <= i0:
+        raise StrategyError(
+            f"no bars between {start} and {end} in bundle {b.name!r} "
+            f"({b.calendar[0]!s:.10}..{b.calendar[-1]!s:.10})" if b.calendar.size else f"bundle {b.name!r} is empty"
+        )
+    pinned = pinned_params(strategy, params)
+    algo = strategy()
+    ledger = Ledger(len(b.assets), float(capital_base), commission or default_commission(),
+                    slippage or default_slippage())
+    _attach(algo, b, ledger, i0, i1, float(capital_base))
+    used = _initialize(algo, pinned)
+    algo._rb_started = True
+    _loop(algo, b, i0, i1, b.open if fill_price == "open" else b.close)
+    result = _build_result(algo, b, ledger, i0, i1, float(capital_base), used)
+    algo.analyze(result)
+    return result
+
+
+def _attach(algo: TradingAlgorithm, b: Bundle, ledger: Ledger, i0: int, i1: int, capital: float) -> None:
+    # Set with object.__setattr__ so strategy classes that guard attributes still run.
+    state = {
+        "_rb_bundle": b,
+        "_rb_data": BarData(b),
+        "_rb_ledger": ledger,
+        "_rb_book": OrderBook(b.assets),
+        "_rb_price": b.price,
+        "_rb_assets": b.assets,
+        "_rb_capital": capital,
+        "_rb_i0": i0,
+        "_rb_n": i1 - i0,
+        "_rb_recorded": {},
+        "_rb_scheduled": [],
+        "_rb_started": False,
+        "_rb_btd": 0,
+        "_rb_pv": capital,
+        "_rb_pv_t": -2,
+        "_rb_prow": [],
+        "_rb_held": [],
+        "bundle": b,
+        "assets": list(b.assets),
+        "asset": b.assets[0] if b.assets else None,
+    }
+    for k, v in state.items():
+        object.__setattr__(algo, k, v)
+    # initialize() sees the bar before the run, like zipline's context before the first bar.
+    algo._rb_data._t = i0 - 1
+
+
+_GUARDED: dict[type, type] = {}
+
+
+def _initialize(algo: TradingAlgorithm, pinned: dict[str, Any]) -> dict[str, Any]:
+    """Run ``initialize`` with the run's parameters pinned; return the parameter values used."""
+    cls = type(algo)
+    defaults = cls.parameters()
+    for name, value in pinned.items():
+        object.__setattr__(algo, name, value)
+    assigned: set[str] = set()
+    if pinned:
+        guarded = _GUARDED.get(cls)
+        if guarded is None:
+            guarded = _GUARDED[cls] = type(cls.__name__, (cls,), {"__setattr__": _pinned_setattr,
+                                                                  "__module__": cls.__module__})
+        object.__setattr__(algo, "_rb_pinned", pinned)
+        object.__setattr__(algo, "_rb_assigned", assigned)
+        algo.__class__ = guarded
+        try:
+            algo.initialize()
+        finally:
+            algo.__class__ = cls
+    else:
+        algo.initialize()
+    unknown = sorted(set(pinned) - set(defaults) - assigned)
+    if unknown:
+        known = sorted(set(defaults) | assigned)
+        raise StrategyError(
+            f"{cls.__name__} has no parameter {', '.join(map(repr, unknown))}; "
+            f"its parameters are {', '.join(known) or '(none)'}: declare one as a class attribute (name = default)"
+        )
+    used = {name: getattr(algo, name, value) for name, value in defaults.items()}
+    used.update(pinned)
+    return used
+
+
+def _pinned_setattr(self: TradingAlgorithm, name: str, value: Any) -> None:
+    # Only active during initialize(): a pinned parameter keeps the run's value.
+    pinned = self.__dict__["_rb_pinned"]
+    if name in pinned:
+        self.__dict__["_rb_assigned"].add(name)
+        return
+    object.__setattr__(self, name, value)
+
+
+def _loop(algo: TradingAlgorithm, b: Bundle, i0: int, i1: int, fill_block: np.ndarray) -> None:
+    data = algo._rb_data
+    book = algo._rb_book
+    ledger = algo._rb_ledger
+    handle_data = algo.handle_data
+    btd = algo.before_trading_start if type(algo).before_trading_start is not TradingAlgorithm.before_trading_start \
+        else None
+    daily = b.frequency == "1d"
+    session_first = None
+    if btd is not None:
+        days = b.sessions
+        session_first = np.r_[True, days[1:] != days[:-1]] if not daily else np.ones(len(days), dtype=bool)
+        session_first[0] = False  # there is no bar before the calendar's first to show
+    scheduled: dict[int, list[Any]] = {}
+    for job in algo._rb_scheduled:
+        for t in (np.flatnonzero(job.mask(b.calendar, daily)[i0:i1]) + i0).tolist():
+            scheduled.setdefault(t, []).append(job.func)
+    for t in range(i0, i1):
+        if session_first is not None and session_first[t]:
+            data._t = t - 1
+            algo._rb_btd = 1
+            btd(data)
+            algo._rb_btd = 0
+        if book._ids:
+            book.fill(t, ledger, fill_block[t])
+            algo._rb_pv_t = -2
+        data._t = t
+        if t in scheduled:
+            for func in scheduled[t]:
+                func(data)
+        handle_data(data)
+
+
+def _build_result(algo: TradingAlgorithm, b: Bundle, ledger: Ledger, i0: int, i1: int, capital: float,
+                  params: dict[str, Any]) -> BacktestResult:
+    bars = np.arange(i0, i1)
+    n = bars.shape[0]
+    cash, pos = ledger.history(bars, capital)
+    held = pos != 0
+    marked = np.where(held, pos * np.where(held, b.price[i0:i1], 0.0), 0.0)
+    holdings = marked.sum(axis=1)
+    gross = np.abs(marked).sum(axis=1)
+    pv = cash + holdings
+    tx = ledger.transactions()
+    traded = np.bincount(tx.bar - i0, weights=np.abs(tx.amount * tx.price), minlength=n) if len(tx) else np.zeros(n)
+    trips = round_trips(tx.bar, tx.asset, tx.amount, tx.price, tx.commission)
+    metrics = compute_metrics(pv, capital, b.periods_per_year, gross_exposure=gross, traded_value=traded,
+                              trips=trips, n_transactions=len(tx))
+    returns = returns_from_values(pv, capital)
+    dates = b.calendar[i0:i1]
+    table: dict[str, Any] = {
+        "date": dates,
+        "portfolio_value": pv,
+        "cash": cash,
+        "positions_value": holdings,
+        "gross_exposure": gross,
+        "returns": returns,
+    }
+    for name, col in algo._rb_recorded.items():
+        if name in table:
+            name = f"recorded_{name}"
+        table[name] = _carry_forward(col)
+    symbols = np.asarray(b.symbols, dtype=object)
+    transactions = pl.DataFrame({
+        "date": b.calendar[tx.bar],
+        "symbol": pl.Series(symbols[tx.asset].tolist(), dtype=pl.String),
+        "amount": tx.amount,
+        "price": tx.price,
+        "commission": tx.commission,
+        "order_id": tx.order_id,
+    })
+    return BacktestResult(
+        metrics=metrics,
+        bars=pl.DataFrame(table),
+        returns=returns,
+        daily_returns=_session_returns(pv, dates, capital) if b.frequency != "1d" else returns,
+        transactions=transactions,
+        positions=pos,
+        params=params,
+        strategy=type(algo).__name__,
+        bundle=b.name,
+        bundle_version=b.version,
+        start=dates[0],
+        end=dates[-1],
+        capital_base=capital,
+        symbols=b.symbols,
+    )
+
+
+def _carry_forward(col: np.ndarray) -> Any:
+    # zipline keeps a recorded value until it is recorded again.
+    if col.dtype == object:
+        out = list(col)
+        last: Any = None
+        for i, v in enumerate(out):
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                out[i] = last
+            else:
+                last = v
+        return pl.Series(out, dtype=pl.Object) if any(not isinstance(v, (int, float, str, type(None)))
+                                                       for v in out) else out
+    idx = np.where(np.isnan(col), 0, np.arange(col.shape[0]))
+    np.maximum.accumulate(idx, out=idx)
+    return col[idx]
+
+
+def _session_returns(pv: np.ndarray, dates: np.ndarray, capital: float) -> np.ndarray:
+    days = dates.astype("datetime64[D]")
+    last_of_session = np.r_[days[1:] != days[:-1], True]
+    return returns_from_values(pv[last_of_session], capital)

@@ -1,0 +1,1 @@
+"""Example strategies shipped with rustybt_ray (used by the quick start, tests and benchmarks)."""

@@ -1,0 +1,40 @@
+"""SMA crossover over every asset of the bundle: the quick start's strategy.
+
+Each bar, every asset whose fast moving average of closes is above its slow one
+gets an equal share of the portfolio (``1 / n_assets``); the others are sold.
+Run it with ``rustybt-ray run rustybt_ray.examples.sma_crossover:SmaCrossover``.
+"""
+
+from __future__ import annotations
+
+from rustybt_ray.engine import TradingAlgorithm
+from rustybt_ray.engine import BarData
+
+
+class SmaCrossover(TradingAlgorithm):
+    """Long the assets whose ``fast``-bar SMA is above their ``slow``-bar SMA, equal weight."""
+
+    fast = 10
+    slow = 50
+
+    def handle_data(self, data: BarData) -> None:
+        """Rebalance every asset to its target weight at this bar's close."""
+        closes = data.history(self.assets, "close", self.slow, "1d", return_type="array")
+        fast_ma = closes[-self.fast :].mean(axis=0)
+        slow_ma = closes.mean(axis=0)
+        weight = 1.0 / len(self.assets)
+        for asset, f, s in zip(self.assets, fast_ma, slow_ma):
+            self.order_target_percent(asset, weight if f > s else 0.0)
+
+
+class SmaCrossoverDataFrame(SmaCrossover):
+    """The same rules written with pandas DataFrames (``return_type='dataframe'``)."""
+
+    def handle_data(self, data: BarData) -> None:
+        """Rebalance from DataFrame windows instead of arrays."""
+        closes = data.history(self.assets, "close", self.slow, "1d")
+        fast_ma = closes.iloc[-self.fast :].mean(skipna=False)
+        slow_ma = closes.mean(skipna=False)
+        weight = 1.0 / len(self.assets)
+        for asset in self.assets:
+            self.order_target_percent(asset, weight if fast_ma[asset] > slow_ma[asset] else 0.0)
