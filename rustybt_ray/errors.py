@@ -69,3 +69,7 @@ class HistoryError(RustyBTError):
 
 class ConfigError(RustyBTError):
     """A configuration value or environment variable is malformed."""
+
+
+class BundleNameError(BundleError, ValueError):
+    """A bundle name is not allowed (empty, a path, or characters outside ``[A-Za-z0-9_.-]``)."""
