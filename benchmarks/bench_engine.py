@@ -1,0 +1,196 @@
+"""Engine speed: microseconds per bar of one backtest, all variants measured in one run.
+
+Workload: SMA crossover (fast=10, slow=50, equal weight, rebalanced every bar with
+``order_target_percent``) on the 8 symbols AAPL MSFT AMZN GOOGL META NVDA TSLA SPY of
+``../shared/data/mag7_daily_yf_2005_2025`` (~5,030 daily bars), default costs.
+Falls back to the embedded demo bundle when ``../shared`` is absent.
+
+Variants:
+- ``natural_array``: the example strategy (one ``history(..., return_type='array')``
+  call per bar, means of the windows, ``order_target_percent`` per asset);
+- ``natural_dataframe``: the same rules on ``return_type='dataframe'``;
+- ``empty``: an empty ``handle_data`` (the engine's own cost per bar);
+- ``lean_loop``: a pure-Python loop computing the same rules with running sums
+  and the same fill/cost arithmetic (the floor), checked against the engine's equity.
+
+Each figure is the median over ``--repeats`` runs; ``loop`` excludes building the
+result (metrics, tables), ``total`` includes it. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import rustybt_ray.engine.run as engine_run
+from rustybt_ray.data import Bundle, ingest_bundle, load_bundle
+from rustybt_ray.engine import TradingAlgorithm, run_algorithm
+from rustybt_ray.examples.sma_crossover import SmaCrossover, SmaCrossoverDataFrame
+
+SYMBOLS = ["AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA", "TSLA", "SPY"]
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mag7_daily_yf_2005_2025"
+FAST, SLOW, CAPITAL = 10, 50, 1_000_000.0
+BPS, PER_SHARE = 5.0 / 10_000.0, 0.001
+
+
+class Empty(TradingAlgorithm):
+    """Does nothing: measures the engine's own per-bar cost."""
+
+
+def load_workload() -> tuple[Bundle, str]:
+    """The 8-symbol mag-7 bundle ingested from the shared CSVs, or the demo bundle."""
+    if SHARED.is_dir():
+        root = tempfile.mkdtemp(prefix="rbt-bench-")
+        src = Path(root) / "csv"
+        src.mkdir()
+        for s in SYMBOLS:
+            os.symlink(SHARED / f"{s}.csv", src / f"{s}.csv")
+        ingest_bundle("mag7", src, root=root)
+        return load_bundle("mag7", root=root), str(SHARED)
+    return load_bundle("demo"), "embedded demo bundle (../shared absent)"
+
+
+def lean_loop(b: Bundle) -> float:
+    """The same rules in plain Python with running sums: the floor for this strategy."""
+    opens, closes, prices = b.open.tolist(), b.close.tolist(), b.price.tolist()
+    n = len(b.assets)
+    weight = 1.0 / n
+    pos = [0.0] * n
+    cash = CAPITAL
+    fsum, ssum = [0.0] * n, [0.0] * n
+    fnan, snan = [FAST] * n, [SLOW] * n  # NaNs (or missing bars) inside each window
+    pending: list[tuple[int, float]] = []
+    for t in range(len(closes)):
+        if pending:
+            row = opens[t]
+            keep = []
+            for a, q in pending:
+                ref = row[a]
+                if ref != ref:
+                    keep.append((a, q))
+                    continue
+                px = ref * (1.0 + (BPS if q > 0 else -BPS))
+                cash -= q * px + abs(q) * PER_SHARE
+                pos[a] += q
+            pending = keep
+        c = closes[t]
+        cf = closes[t - FAST] if t >= FAST else None
+        cs = closes[t - SLOW] if t >= SLOW else None
+        prow = prices[t]
+        pv = cash + sum(q * p for q, p in zip(pos, prow) if q)
+        held = pos.copy()
+        for a, _ in pending:
+            held[a] += _
+        for a in range(n):
+            x = c[a]
+            if x == x:
+                fsum[a] += x
+                ssum[a] += x
+                fnan[a] -= 1
+                snan[a] -= 1
+            if cf is not None:
+                y = cf[a]
+                if y == y:
+                    fsum[a] -= y
+                    fnan[a] += 1
+            if cs is not None:
+                y = cs[a]
+                if y == y:
+                    ssum[a] -= y
+                    snan[a] += 1
+            up = fnan[a] == 0 and snan[a] == 0 and fsum[a] / FAST > ssum[a] / SLOW
+            target = weight * pv / prow[a] if up else 0.0
+            d = target - held[a]
+            r = round(d)
+            q = float(r) if abs(d - r) < 1e-4 else float(math.trunc(d))
+            if q != 0:
+                pending.append((a, q))
+    last = prices[-1]
+    return cash + sum(q * p for q, p in zip(pos, last) if q)
+
+
+def timed(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def engine_times(cls: type[TradingAlgorithm], b: Bundle, repeats: int) -> dict[str, float]:
+    """Median seconds of the whole run and of the event loop alone."""
+    loop_times: list[float] = []
+    orig = engine_run._loop
+
+    def timed_loop(*args: object) -> None:
+        t0 = time.perf_counter()
+        orig(*args)
+        loop_times.append(time.perf_counter() - t0)
+
+    engine_run._loop = timed_loop
+    try:
+        totals = timed(lambda: run_algorithm(cls, b, capital_base=CAPITAL), repeats)
+    finally:
+        engine_run._loop = orig
+    return {"total_s": statistics.median(totals), "loop_s": statistics.median(loop_times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    b, source = load_workload()
+    n_bars = b.shape[0]
+    per_bar = lambda s: round(s / n_bars * 1e6, 3)  # noqa: E731
+
+    run_algorithm(SmaCrossover, b, capital_base=CAPITAL)  # warm imports and caches
+    natural = engine_times(SmaCrossover, b, args.repeats)
+    frame = engine_times(SmaCrossoverDataFrame, b, max(3, args.repeats // 2))
+    empty = engine_times(Empty, b, args.repeats)
+    lean_s = statistics.median(timed(lambda: lean_loop(b), args.repeats))
+    engine_equity = run_algorithm(SmaCrossover, b, capital_base=CAPITAL).final_value
+    lean_equity = lean_loop(b)
+
+    out = {
+        "benchmark": "bench_engine",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "data": {"source": source, "symbols": b.symbols, "bars": n_bars},
+        "repeats": args.repeats,
+        "us_per_bar": {
+            "natural_array_total": per_bar(natural["total_s"]),
+            "natural_array_loop": per_bar(natural["loop_s"]),
+            "natural_dataframe_total": per_bar(frame["total_s"]),
+            "empty_total": per_bar(empty["total_s"]),
+            "empty_loop": per_bar(empty["loop_s"]),
+            "lean_loop": per_bar(lean_s),
+        },
+        "ratios": {
+            "dataframe_over_array": round(frame["total_s"] / natural["total_s"], 2),
+            "natural_over_lean": round(natural["total_s"] / lean_s, 2),
+        },
+        "targets": {
+            "natural_array_total_le_25us": per_bar(natural["total_s"]) <= 25.0,
+            "engine_own_cost_le_3us": per_bar(empty["total_s"]) <= 3.0,
+        },
+        "check": {
+            "engine_final_equity": engine_equity,
+            "lean_final_equity": lean_equity,
+            "relative_difference": abs(engine_equity - lean_equity) / engine_equity,
+        },
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""``python -m rustybt_ray`` runs the ``rustybt-ray`` command."""
+
+import sys
+
+from rustybt_ray.cli import main
+
+sys.exit(main())
