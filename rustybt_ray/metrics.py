@@ -100,11 +100,132 @@ def round_trips(
     (the trip's net cash flow; a closed trip holds no shares, so this is its
     realised P&L).  Positions within ``1e-9`` (relative) of zero count as flat,
     so fractional shares do not leave phantom open trips.
+
+    Implementation: whole-share streams (the engine always trades whole shares)
+    take a vectorized path -- stable sort by asset, exact per-asset positions by
+    ``cumsum``, trip ids from the fills that open a trip, per-trip P&L by
+    ``np.bincount`` adding each trip's terms in the same order and with the
+    same float operations as the reference loop, so results match it exactly.
+    Streams where that exactness is not guaranteed (non-integer or non-finite
+    amounts, ``sum(|amount|) >= 2**53``, a flat-tolerance snap that would fire
+    on a nonzero whole-share position, non-integer bar/asset ids, non-float
+    prices or commissions) fall back to :func:`_round_trips_loop`, the plain
+    sequential reference, which defines the semantics.
     """
     cols = [np.asarray(x) for x in (bar, asset, amount, price, commission)]
     if len({c.shape for c in cols}) != 1 or cols[0].ndim != 1:
         raise ValueError("round_trips: all transaction arrays must be 1-D and the same length")
+    out = _round_trips_vec(*cols)
+    return out if out is not None else _round_trips_loop(*cols)
 
+
+_EMPTY_I = np.empty(0, dtype=np.int64)
+_INT_KINDS = "biu"
+
+
+def _as_index(x: np.ndarray) -> np.ndarray | None:
+    """int64 copy of a bar/asset column equal to ``int(v)`` per value, or None."""
+    k = x.dtype.kind
+    if k in _INT_KINDS and not (k == "u" and x.dtype.itemsize >= 8):
+        return x.astype(np.int64, copy=False)
+    if k == "f" and bool(np.all(np.abs(x) < 2.0**62)):  # False for NaN/inf
+        return x.astype(np.int64)  # truncates toward zero, like int()
+    return None
+
+
+def _round_trips_vec(
+    bar: np.ndarray, asset: np.ndarray, amount: np.ndarray, price: np.ndarray, commission: np.ndarray
+) -> RoundTrips | None:
+    """Vectorized :func:`round_trips` for whole-share streams; None where it may not be exact."""
+    n = amount.shape[0]
+    if n == 0:
+        e = np.empty(0, dtype=np.float64)
+        return RoundTrips(_EMPTY_I, _EMPTY_I.copy(), _EMPTY_I.copy(), e, _EMPTY_I.copy(), 0)
+    if amount.dtype.kind not in _INT_KINDS + "f" or price.dtype.kind != "f" or commission.dtype.kind != "f":
+        return None
+    q = amount.astype(np.float64, copy=False)
+    # Integer-valued with every partial sum below 2**53: float cumsums are exact.
+    # (NaN fails the equality, inf fails the bound.)
+    if not (np.abs(q).sum() < 2.0**53 and np.array_equal(q, np.trunc(q))):
+        return None
+    b = _as_index(bar)
+    a = _as_index(asset)
+    if b is None or a is None:
+        return None
+
+    # Stable sort by asset: chronological order is kept within each asset, so
+    # within each trip.  Small non-negative ids sort as uint16 (radix sort).
+    amin, amax = int(a.min()), int(a.max())
+    key = (a - amin).astype(np.uint16) if amax - amin < 65536 else a
+    perm = np.argsort(key, kind="stable")
+    a_s = a[perm]
+    q_s = q[perm]
+    p_s = price[perm].astype(np.float64, copy=False)
+    c_s = commission[perm].astype(np.float64, copy=False)
+
+    # Exact per-asset positions after (new) and before (old) each fill.
+    cs = np.cumsum(q_s)
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(a_s[1:], a_s[:-1], out=first[1:])
+    grp = np.cumsum(first) - 1
+    gstart = np.flatnonzero(first)
+    base = cs[gstart] - q_s[gstart]  # cumsum before each asset's first fill
+    new = cs - base[grp]
+    old = new - q_s
+
+    # The reference snaps |new| <= 1e-9*max(|old|, |q|) to 0; with whole shares
+    # that only changes anything for positions of >= 1e9 shares: defer to the loop.
+    aq = np.abs(q_s)
+    ao = np.abs(old)
+    if np.any((new != 0.0) & (np.abs(new) <= 1e-9 * np.maximum(ao, aq))):
+        return None
+
+    flat_before = old == 0.0
+    keep = ~(flat_before & (q_s == 0.0))  # a zero fill while flat belongs to no trip
+    opens = flat_before & keep
+    flip = ~flat_before & (new != 0.0) & ((new > 0.0) != (old > 0.0))
+    closes = ~flat_before & (new == 0.0)
+    starts = opens | flip
+    tid = np.cumsum(starts) - 1  # trip id of the trip open after each fill
+
+    # Per-trip net cash flow, each trip's terms in fill order (bincount adds in
+    # input order): a flip's main term opens the new trip; its closing terms
+    # (old*p, then -(c*frac)) are appended after all main terms.
+    w = -q_s * p_s - c_s
+    fi = np.flatnonzero(flip)
+    if fi.size:
+        frac = ao[fi] / aq[fi]
+        w[fi] = -new[fi] * p_s[fi] - c_s[fi] * (1.0 - frac)
+        ids = np.concatenate((tid[keep], tid[fi] - 1, tid[fi] - 1))
+        wts = np.concatenate((w[keep], old[fi] * p_s[fi], -(c_s[fi] * frac)))
+    else:
+        ids, wts = tid[keep], w[keep]
+    si = np.flatnonzero(starts)
+    n_trips = si.size
+    pnl_all = np.bincount(ids, weights=wts, minlength=n_trips) if n_trips else np.empty(0)
+
+    # Closing fills, in the order they happened (original row order).
+    ci = np.flatnonzero(closes | flip)
+    order = np.argsort(perm[ci], kind="stable")
+    ci = ci[order]
+    ctrip = tid[ci] - flip[ci]
+    opener = si[ctrip]
+    return RoundTrips(
+        asset=a_s[opener].astype(np.int64, copy=True),
+        open_bar=b[perm[opener]].astype(np.int64, copy=True),
+        close_bar=b[perm[ci]].astype(np.int64, copy=True),
+        pnl=pnl_all[ctrip].astype(np.float64, copy=False),
+        direction=np.where(new[opener] > 0.0, 1, -1).astype(np.int64),
+        n_open=int(n_trips - ci.size),
+    )
+
+
+def _round_trips_loop(
+    bar: np.ndarray, asset: np.ndarray, amount: np.ndarray, price: np.ndarray, commission: np.ndarray
+) -> RoundTrips:
+    """Sequential reference :func:`round_trips` (any amounts); defines the semantics."""
+    cols = (bar, asset, amount, price, commission)
     pos: dict[int, float] = {}  # asset -> signed shares held
     start: dict[int, int] = {}  # asset -> bar the open trip started
     cash: dict[int, float] = {}  # asset -> net cash flow of the open trip

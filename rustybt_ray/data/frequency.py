@@ -21,8 +21,9 @@ _NS_PER_HOUR = 60 * _NS_PER_MINUTE
 _NS_PER_DAY = 24 * _NS_PER_HOUR
 
 #: The longest "most common gap" between daily bars that still reads as daily data.
-#: Trading days are mostly 1 calendar day apart; weekly data is 7 apart.
-_MAX_DAILY_MODE_DAYS = 1
+#: Trading days are mostly 1 calendar day apart (a sparse symbol's may be a long
+#: weekend, 4); weekly data is 7 apart.
+_MAX_DAILY_MODE_DAYS = 4
 
 
 def normalize_frequency(code: str) -> str:
