@@ -9,6 +9,7 @@ Nothing here knows about strategies, calendars or Ray.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,7 +57,9 @@ class Ledger:
         self.cost: list[float] = [0.0] * n_assets
         self.commission = commission
         self.slippage = slippage
-        self._tx: list[tuple[int, int, float, float, float, int]] = []
+        # The fill log as one flat float64 array of (bar, asset, amount, price, commission,
+        # order id) records: appends are cheap and it becomes NumPy without copying rows.
+        self._tx = array("d")
         self._snap_bar: list[int] = []
         self._snap_cash: list[float] = []
         self._snap_pos: list[list[float]] = []
@@ -91,7 +94,7 @@ class Ledger:
             self.cost[asset] = price  # crossed zero: a new position at this price
         pos[asset] = new
         self.cash -= amount * price + commission
-        self._tx.append((bar, asset, amount, price, commission, order_id))
+        self._tx.extend((bar, asset, amount, price, commission, order_id))
         return True
 
     def execute(
@@ -138,8 +141,8 @@ class Ledger:
         self.pos = pos_arr.tolist()
         self.cost = cost_arr.tolist()
         self.cash -= float(np.dot(amounts, price)) + float(commission.sum())
-        self._tx.extend(zip([bar] * n, assets.tolist(), amounts.tolist(), price.tolist(), commission.tolist(), ids,
-                            strict=True))
+        rows = np.column_stack([np.full(n, bar, dtype=np.float64), assets, amounts, price, commission, ids])
+        self._tx.frombytes(np.ascontiguousarray(rows, dtype=np.float64).tobytes())
         return filled
 
     def snapshot(self, bar: int) -> None:
@@ -160,17 +163,14 @@ class Ledger:
 
     def transactions(self) -> Transactions:
         """All fills so far, as arrays."""
-        if not self._tx:
-            e_i, e_f = np.empty(0, np.int64), np.empty(0)
-            return Transactions(e_i, e_i.copy(), e_f, e_f.copy(), e_f.copy(), e_i.copy())
-        bar, asset, amount, price, commission, oid = zip(*self._tx, strict=True)
+        m = np.frombuffer(self._tx, dtype=np.float64).reshape(-1, 6).copy() if self._tx else np.empty((0, 6))
         return Transactions(
-            np.array(bar, dtype=np.int64),
-            np.array(asset, dtype=np.int64),
-            np.array(amount, dtype=np.float64),
-            np.array(price, dtype=np.float64),
-            np.array(commission, dtype=np.float64),
-            np.array(oid, dtype=np.int64),
+            m[:, 0].astype(np.int64),
+            m[:, 1].astype(np.int64),
+            m[:, 2].copy(),
+            m[:, 3].copy(),
+            m[:, 4].copy(),
+            m[:, 5].astype(np.int64),
         )
 
     def history(self, bars: np.ndarray, capital_base: float) -> tuple[np.ndarray, np.ndarray]:

@@ -73,8 +73,9 @@ class OrderBook:
         n = len(self._ids)
         if n <= _SCALAR_FILLS:
             row = ref_price_row.tolist() if ref_price_row.shape[0] <= 64 else ref_price_row.astype(object)
+            execute_one = ledger.execute_one
             filled = [
-                ledger.execute_one(bar, a, q, row[a], oid)
+                execute_one(bar, a, q, row[a], oid)
                 for a, q, oid in zip(self._assets, self._amounts, self._ids, strict=True)
             ]
         else:
