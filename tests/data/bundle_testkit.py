@@ -1,13 +1,8 @@
-"""Shared fixtures for the data tests: a private registry root and CSV writers."""
+"""Constants and helpers shared by the data tests (imported by name; conftest holds the fixtures)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-
-import pytest
-
-from rustybt_ray.data import registry
 
 SHARED = Path("/work/shared/data")
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -33,36 +28,9 @@ ROWS: dict[str, list[str]] = {
     ],
 }
 
-
 def write_csv_dir(directory: Path, rows: dict[str, list[str]], header: str = HEADER) -> Path:
     """Write one SYMBOL.csv per entry of ``rows`` and return the directory."""
     directory.mkdir(parents=True, exist_ok=True)
     for symbol, lines in rows.items():
         (directory / f"{symbol}.csv").write_text("\n".join([header, *lines]) + "\n")
     return directory
-
-
-@pytest.fixture
-def csv_dir(tmp_path: Path) -> Path:
-    """A valid three-symbol daily CSV directory."""
-    return write_csv_dir(tmp_path / "csv", ROWS)
-
-
-@pytest.fixture
-def make_csv_dir(tmp_path: Path) -> Callable[..., Path]:
-    """Factory: ``make_csv_dir({"AAA": [...]})`` writes a fresh CSV directory."""
-    counter = iter(range(1_000_000))
-
-    def make(rows: dict[str, list[str]], header: str = HEADER) -> Path:
-        return write_csv_dir(tmp_path / f"csv{next(counter)}", rows, header)
-
-    return make
-
-
-@pytest.fixture(autouse=True)
-def bundle_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own registry root via RUSTYBT_BUNDLE_ROOT, and a cold cache."""
-    root = tmp_path / "bundles"
-    monkeypatch.setenv("RUSTYBT_BUNDLE_ROOT", str(root))
-    registry.clear_cache()
-    return root

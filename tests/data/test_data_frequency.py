@@ -11,7 +11,7 @@ from rustybt_ray.data import ingest_bundle, load_bundle
 from rustybt_ray.data.frequency import normalize_frequency
 from rustybt_ray.errors import BundleValidationError
 
-from conftest import FIXTURES, SHARED
+from bundle_testkit import FIXTURES, SHARED
 
 
 def _bars(symbol: str, stamps: list[str]) -> pl.DataFrame:

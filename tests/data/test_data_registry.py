@@ -17,7 +17,7 @@ from rustybt_ray.data import bundle_root, ingest_bundle, list_bundles, load_bund
 from rustybt_ray.data.registry import CURRENT_FILE
 from rustybt_ray.errors import BundleError, BundleNameError, BundleNotFoundError
 
-from conftest import ROWS
+from bundle_testkit import ROWS
 
 OTHER = {"ZZZ": ["2024-02-01,1.0,2.0,0.5,1.5,10", "2024-02-02,1.5,2.5,1.0,2.0,20"]}
 

@@ -14,7 +14,7 @@ import pytest
 from rustybt_ray.data import Bundle, ingest_bundle, load_bundle
 from rustybt_ray.data.storage import DATA_FILE, MANIFEST_FILE
 
-from conftest import ROWS
+from bundle_testkit import ROWS
 
 
 def _expected(symbol: str) -> dict[str, tuple[float, ...]]:
