@@ -24,8 +24,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from rustybt_ray.data.bundle import Bundle
 from rustybt_ray.data.ingest import LONG_COLUMNS, VALUE_COLUMNS
@@ -36,10 +34,6 @@ DATA_FILE = "data.parquet"
 MANIFEST_FILE = "manifest.json"
 #: Prefix of in-progress directories; readers and listings skip dot-names.
 TEMP_PREFIX = ".tmp-"
-
-_ARROW_SCHEMA = pa.schema(
-    [("date", pa.timestamp("ns")), ("symbol", pa.string())] + [(c, pa.float64()) for c in VALUE_COLUMNS]
-)
 
 
 @dataclass(frozen=True)
@@ -94,7 +88,15 @@ class Manifest:
 
 def parquet_bytes(frame: pl.DataFrame, *, compression_level: int = 9) -> bytes:
     """Serialize a validated long frame (sorted by symbol, date) to Parquet bytes."""
-    table = frame.select(LONG_COLUMNS).to_arrow().cast(_ARROW_SCHEMA)
+    # pyarrow is imported here, not at module level: loading reads with polars alone,
+    # and importing pyarrow.parquet costs more than reading a small bundle.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [("date", pa.timestamp("ns")), ("symbol", pa.string())] + [(c, pa.float64()) for c in VALUE_COLUMNS]
+    )
+    table = frame.select(LONG_COLUMNS).to_arrow().cast(schema)
     sink = io.BytesIO()
     pq.write_table(
         table,
@@ -210,9 +212,7 @@ def read_bundle_dir(
                 f"{path} is damaged: its SHA-256 is {digest[:12]}... but the manifest says "
                 f"{manifest.sha256[:12]}...; re-ingest bundle {manifest.name!r}"
             )
-    table = pq.read_table(pa.BufferReader(data))
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
+    frame = pl.read_parquet(io.BytesIO(data))
     return Bundle.from_long_frame(frame, manifest.name, manifest.frequency, version=manifest.sha256)
 
 
