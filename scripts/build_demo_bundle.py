@@ -53,7 +53,7 @@ def build(source: Path, max_bytes: int) -> Manifest:
         raise SystemExit(f"{source} lacks {', '.join(sorted(missing))}.csv")
     checked = validate(pieces)
     frame = checked.frame
-    first_year = frame["date"].dt.year().min()
+    first_year = int(frame["date"].dt.year().min())  # type: ignore[arg-type]
     # Whole years are dropped from the start until the file fits the budget.
     while len(parquet_bytes(frame, compression_level=LEVEL)) > max_bytes:
         first_year += 1

@@ -149,7 +149,9 @@ def _files(directory: Path, suffixes: tuple[str, ...]) -> list[Path]:
     if not directory.is_dir():
         return []
     return sorted(
-        p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(suffixes)
+        p
+        for p in directory.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(suffixes)
     )
 
 
@@ -164,7 +166,7 @@ def _stem(file: Path) -> str:
 def _lower_columns(frame: pl.DataFrame, label: str | None) -> pl.DataFrame:
     names = [str(c).strip().lower() for c in frame.columns]
     seen: set[str] = set()
-    for original, name in zip(frame.columns, names):
+    for original, name in zip(frame.columns, names, strict=True):
         if name in seen and name in LONG_COLUMNS:
             raise BundleValidationError(
                 f"column {name!r} appears twice (header is case-insensitive: {original!r}); keep one",
@@ -172,7 +174,7 @@ def _lower_columns(frame: pl.DataFrame, label: str | None) -> pl.DataFrame:
             )
         seen.add(name)
     # Columns we do not use may collide after lower-casing; drop them before renaming.
-    keep = [c for c, n in zip(frame.columns, names) if n in LONG_COLUMNS]
+    keep = [c for c, n in zip(frame.columns, names, strict=True) if n in LONG_COLUMNS]
     return frame.select(keep).rename({c: str(c).strip().lower() for c in keep})
 
 

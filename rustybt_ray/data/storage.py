@@ -20,7 +20,7 @@ import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -67,7 +67,9 @@ class Manifest:
         """The manifest as pretty JSON text."""
         data = asdict(self)
         data["symbols"] = list(self.symbols)
-        data["spans"] = {s.symbol: {"first_bar": s.first_bar, "last_bar": s.last_bar, "rows": s.rows} for s in self.spans}
+        data["spans"] = {
+            s.symbol: {"first_bar": s.first_bar, "last_bar": s.last_bar, "rows": s.rows} for s in self.spans
+        }
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
@@ -137,7 +139,7 @@ def build_manifest(frame: pl.DataFrame, *, name: str, frequency: str, data: byte
         last_bar=max(s.last_bar for s in spans),
         sha256=hashlib.sha256(data).hexdigest(),
         data_bytes=len(data),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         rustybt_ray_version=_package_version(),
     )
 

@@ -14,7 +14,7 @@ bad rows and are reported as :class:`DroppedRow` s.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import polars as pl
 
@@ -259,7 +259,7 @@ def _flag_row_problems(frame: pl.DataFrame) -> pl.DataFrame:
     # Pass 1 over all rows: cheap booleans. Pass 2 over the bad rows only: messages.
     bad_rows = frame.select(pl.arg_where(parsed_ok & pl.any_horizontal([c for c, _ in checks])))[:, 0]
     if bad_rows.len():
-        chain = pl.when(checks[0][0]).then(checks[0][1])
+        chain: Any = pl.when(checks[0][0]).then(checks[0][1])
         for condition, message in checks[1:]:
             chain = chain.when(condition).then(message)
         messages = frame[bad_rows].select(chain.alias(_PROBLEM))[_PROBLEM]
@@ -280,14 +280,17 @@ def _flag_duplicates(frame: pl.DataFrame) -> pl.DataFrame:
     dup = ok.filter(~pl.struct(key).is_first_distinct())
     if dup.height == 0:
         return frame.drop("_pos")
-    first = ok.group_by(key, maintain_order=True).agg(pl.col(_FILE).first().alias("_ffile"), pl.col(_ROW).first().alias("_frow"))
+    first = ok.group_by(key, maintain_order=True).agg(
+        pl.col(_FILE).first().alias("_ffile"), pl.col(_ROW).first().alias("_frow")
+    )
+    where = pl.when(pl.col("_ffile").is_not_null()).then(pl.format("file {}, ", pl.col("_ffile"))).otherwise(pl.lit(""))
     dup = dup.join(first, on=key, how="left").select(
         "_pos",
         pl.format(
             "duplicate bar for {} at {}; first seen at {}row {}",
             pl.col("symbol"),
             pl.col("date").dt.to_string("%Y-%m-%d %H:%M:%S"),
-            pl.when(pl.col("_ffile").is_not_null()).then(pl.format("file {}, ", pl.col("_ffile"))).otherwise(pl.lit("")),
+            where,
             pl.col("_frow"),
         ).alias("_dup"),
     )

@@ -28,7 +28,7 @@ def long_frames(draw: st.DrawFn) -> pl.DataFrame:
             low, high = min(a, b, c, e), max(a, b, c, e)
             rows.append((days[d], symbol, a, high, low, e, float(draw(st.integers(0, 10**12)))))
     rows = draw(st.permutations(rows))
-    date, symbol, o, h, lo, c, v = zip(*rows)
+    date, symbol, o, h, lo, c, v = zip(*rows, strict=True)
     return pl.DataFrame({"date": np.array(date, dtype="datetime64[ns]"), "symbol": list(symbol), "open": o,
                          "high": h, "low": lo, "close": c, "volume": v})
 

@@ -102,14 +102,15 @@ def test_ohlc_tolerance_accepts_last_bit_differences(make_csv_dir) -> None:
 
 
 def test_missing_columns_name_file_and_columns(make_csv_dir) -> None:
-    directory = make_csv_dir({"AAA": [",".join(l.split(",")[:5]) for l in GOOD]}, header="date,open,high,low,close")
+    no_volume = [",".join(line.split(",")[:5]) for line in GOOD]
+    directory = make_csv_dir({"AAA": no_volume}, header="date,open,high,low,close")
     err = _fail(directory)
     assert err.file == str(directory / "AAA.csv")
     assert "missing columns: volume" in err.problem and "found: date, open, high, low, close" in err.problem
 
 
 def test_missing_columns_raise_even_when_lenient(make_csv_dir) -> None:
-    directory = make_csv_dir({"AAA": [l.rsplit(",", 1)[0] for l in GOOD]}, header="date,open,high,low,close")
+    directory = make_csv_dir({"AAA": [line.rsplit(",", 1)[0] for line in GOOD]}, header="date,open,high,low,close")
     _fail(directory, lenient=True)
 
 
