@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import polars as pl
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from rustybt_ray.errors import BundleError, BundleValidationError
 
@@ -26,7 +29,7 @@ _CSV_SUFFIXES = (".csv", ".csv.gz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 
 #: What ``ingest_bundle`` accepts as a source.
-Source = Union[str, "os.PathLike[str]", pl.DataFrame, pl.LazyFrame, Any]
+Source = Union[str, "os.PathLike[str]", pl.DataFrame, pl.LazyFrame, "pd.DataFrame"]
 
 
 @dataclass(frozen=True)

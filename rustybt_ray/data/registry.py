@@ -160,9 +160,17 @@ def ingest_bundle(
     home = bundle_root(root) / name
     home.mkdir(parents=True, exist_ok=True)
     version_dir = home / f"v{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-    manifest = write_bundle_dir(
-        checked.frame, version_dir, name=name, frequency=checked.frequency, before_commit=before_commit
-    )
+    try:
+        manifest = write_bundle_dir(
+            checked.frame, version_dir, name=name, frequency=checked.frequency, before_commit=before_commit
+        )
+    except BaseException:
+        # A failed first ingest of a name leaves no empty directory behind.
+        try:
+            home.rmdir()
+        except OSError:
+            pass  # not empty: an older version or another writer is there
+        raise
     _switch_current(home, version_dir.name)
     _collect_garbage(home, keep=version_dir.name)
     return BundleInfo.from_manifest(manifest, version_dir, checked.dropped)
@@ -201,7 +209,7 @@ def load_bundle(
                         _cache.move_to_end(key)
                         return hit
             bundle = read_bundle_dir(directory, verify=verify, manifest=manifest)
-        except (BundleNotFoundError, BundleError, FileNotFoundError):
+        except (BundleError, FileNotFoundError):
             if attempt == 2 or directory.exists():
                 raise
             continue

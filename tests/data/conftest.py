@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from bundle_testkit import HEADER, ROWS, write_csv_dir
+
 from rustybt_ray.data import registry
 
 

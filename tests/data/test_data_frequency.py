@@ -6,12 +6,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from bundle_testkit import FIXTURES, SHARED
 
 from rustybt_ray.data import ingest_bundle, load_bundle
 from rustybt_ray.data.frequency import normalize_frequency
 from rustybt_ray.errors import BundleValidationError
-
-from bundle_testkit import FIXTURES, SHARED
 
 
 def _bars(symbol: str, stamps: list[str]) -> pl.DataFrame:

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_testkit import ROWS
 
 from rustybt_ray.data import bundle_root, ingest_bundle, list_bundles, load_bundle, remove_bundle
 from rustybt_ray.data.registry import CURRENT_FILE
 from rustybt_ray.errors import BundleError, BundleNameError, BundleNotFoundError
-
-from bundle_testkit import ROWS
 
 OTHER = {"ZZZ": ["2024-02-01,1.0,2.0,0.5,1.5,10", "2024-02-02,1.5,2.5,1.0,2.0,20"]}
 
@@ -137,13 +136,14 @@ def test_failed_ingest_keeps_old_bundle(csv_dir: Path, make_csv_dir, bundle_root
     assert all(not p.name.startswith(".") for p in (bundle_root / "x").iterdir())
 
 
-def test_failed_first_ingest_leaves_no_bundle(make_csv_dir) -> None:
+def test_failed_first_ingest_leaves_no_bundle(make_csv_dir, bundle_root: Path) -> None:
     def crash(tmp: Path) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         ingest_bundle("fresh", make_csv_dir(OTHER), before_commit=crash)
     assert list_bundles() == []
+    assert not (bundle_root / "fresh").exists()
     with pytest.raises(BundleNotFoundError):
         load_bundle("fresh")
 

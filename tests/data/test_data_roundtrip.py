@@ -10,11 +10,10 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from bundle_testkit import ROWS
 
 from rustybt_ray.data import Bundle, ingest_bundle, load_bundle
 from rustybt_ray.data.storage import DATA_FILE, MANIFEST_FILE
-
-from bundle_testkit import ROWS
 
 
 def _expected(symbol: str) -> dict[str, tuple[float, ...]]:
