@@ -136,7 +136,11 @@ def _as_index(x: np.ndarray) -> np.ndarray | None:
 def _round_trips_vec(
     bar: np.ndarray, asset: np.ndarray, amount: np.ndarray, price: np.ndarray, commission: np.ndarray
 ) -> RoundTrips | None:
-    """Vectorized :func:`round_trips` for whole-share streams; None where it may not be exact."""
+    """Vectorized :func:`round_trips` for whole-share streams; None where it may not be exact.
+
+    Written to allocate few full-length temporaries (``out=`` buffers, int32 and
+    uint16 where they fit): at ~24k fills, fresh allocations cost as much as the math.
+    """
     n = amount.shape[0]
     if n == 0:
         e = np.empty(0, dtype=np.float64)
@@ -144,80 +148,121 @@ def _round_trips_vec(
     if amount.dtype.kind not in _INT_KINDS + "f" or price.dtype.kind != "f" or commission.dtype.kind != "f":
         return None
     q = amount.astype(np.float64, copy=False)
-    # Integer-valued with every partial sum below 2**53: float cumsums are exact.
-    # (NaN fails the equality, inf fails the bound.)
-    if not (np.abs(q).sum() < 2.0**53 and np.array_equal(q, np.trunc(q))):
+    p = price.astype(np.float64, copy=False)
+    c = commission.astype(np.float64, copy=False)
+    buf = np.empty(n, dtype=np.float64)
+    # Whole shares with sum(|q|) < 2**53: integer positions equal the loop's
+    # float sums exactly.  (A NaN or inf amount fails the bound.)
+    abs_sum = float(np.abs(q, out=buf).sum())
+    if not abs_sum < 2.0**53:
+        return None
+    idt = np.int32 if abs_sum < 2.0**31 else np.int64  # holds every position
+    qi = q.astype(idt)
+    if np.subtract(q, qi, out=buf).any():
         return None
     b = _as_index(bar)
     a = _as_index(asset)
     if b is None or a is None:
         return None
 
-    # Stable sort by asset: chronological order is kept within each asset, so
-    # within each trip.  Small non-negative ids sort as uint16 (radix sort).
+    # Stable sort by asset keeps fill order within each asset, hence within each
+    # trip.  Ids spanning < 65536 sort as uint16 (a radix sort).
     amin, amax = int(a.min()), int(a.max())
-    key = (a - amin).astype(np.uint16) if amax - amin < 65536 else a
+    if amax - amin < 65536:
+        key = np.subtract(a, amin, out=np.empty(n, dtype=np.uint16), casting="unsafe")
+    else:
+        key = a
     perm = np.argsort(key, kind="stable")
-    a_s = a[perm]
-    q_s = q[perm]
-    p_s = price[perm].astype(np.float64, copy=False)
-    c_s = commission[perm].astype(np.float64, copy=False)
+    key_s = key[perm]
+    q_s = qi[perm]
+    del key, qi
 
-    # Exact per-asset positions after (new) and before (old) each fill.
-    cs = np.cumsum(q_s)
-    first = np.empty(n, dtype=bool)
-    first[0] = True
-    np.not_equal(a_s[1:], a_s[:-1], out=first[1:])
-    grp = np.cumsum(first) - 1
-    gstart = np.flatnonzero(first)
-    base = cs[gstart] - q_s[gstart]  # cumsum before each asset's first fill
-    new = cs - base[grp]
-    old = new - q_s
+    # Per-asset positions after (new) and before (old) each fill: one cumsum,
+    # with each asset's first fill offset by the previous asset's total.
+    new = q_s.copy()
+    brk = np.flatnonzero(key_s[1:] != key_s[:-1]) + 1  # first fill of assets 2, 3, ...
+    if brk.size:
+        new[brk] -= np.add.reduceat(q_s, np.concatenate(([0], brk)))[:-1]
+    np.cumsum(new, out=new)
+    del key_s
+    # old = new - q_s (the position before each fill) is never materialized.
 
-    # The reference snaps |new| <= 1e-9*max(|old|, |q|) to 0; with whole shares
-    # that only changes anything for positions of >= 1e9 shares: defer to the loop.
-    aq = np.abs(q_s)
-    ao = np.abs(old)
-    if np.any((new != 0.0) & (np.abs(new) <= 1e-9 * np.maximum(ao, aq))):
-        return None
+    # The loop snaps |new| <= 1e-9*max(|old|, |q|) to 0.  A nonzero whole-share
+    # position can only snap when some |old| or |q| >= 1e9 (bounded by abs_sum);
+    # if one would, defer to the loop.
+    if abs_sum >= 1e9:
+        old = (new - q_s).astype(np.float64)
+        lim = 1e-9 * np.maximum(np.abs(old), np.abs(q_s).astype(np.float64))
+        if np.any((new != 0) & (np.abs(new.astype(np.float64)) <= lim)):
+            return None
 
-    flat_before = old == 0.0
-    keep = ~(flat_before & (q_s == 0.0))  # a zero fill while flat belongs to no trip
-    opens = flat_before & keep
-    flip = ~flat_before & (new != 0.0) & ((new > 0.0) != (old > 0.0))
-    closes = ~flat_before & (new == 0.0)
-    starts = opens | flip
-    tid = np.cumsum(starts) - 1  # trip id of the trip open after each fill
+    was_open = new != q_s  # old != 0
+    now_open = new != 0
+    q_nz = q_s != 0
+    # Sign change (both sides nonzero): the fill closes a trip and opens the next.
+    flip = new < q_s  # old < 0
+    flip ^= new < 0
+    flip &= was_open
+    flip &= now_open
+    starts = ~was_open
+    starts &= q_nz
+    starts |= flip
+    ends = was_open & ~now_open
+    ends |= flip
+    tid = np.cumsum(starts, dtype=np.intp)
+    tid -= 1  # id of the trip open after each fill (trips numbered in sorted order)
+    si = np.flatnonzero(starts)  # opening fill of each trip
+    n_trips = si.size
 
-    # Per-trip net cash flow, each trip's terms in fill order (bincount adds in
-    # input order): a flip's main term opens the new trip; its closing terms
-    # (old*p, then -(c*frac)) are appended after all main terms.
-    w = -q_s * p_s - c_s
+    # Net cash flow per trip.  np.bincount adds in input order, so each trip's
+    # terms are summed in fill order with the loop's float operations: ordinary
+    # fills add (-q*p) - c; a flip's term (-new*p) - c*(1-frac) opens the next
+    # trip and the closing trip then gets (cash + old*p) - c*frac.
+    w = p[perm]
+    w *= q_s  # exact int -> float: q*p
+    np.negative(w, out=w)  # -(q*p) == (-q)*p exactly
+    w -= np.take(c, perm, out=buf)
+    del buf
     fi = np.flatnonzero(flip)
     if fi.size:
-        frac = ao[fi] / aq[fi]
-        w[fi] = -new[fi] * p_s[fi] - c_s[fi] * (1.0 - frac)
-        ids = np.concatenate((tid[keep], tid[fi] - 1, tid[fi] - 1))
-        wts = np.concatenate((w[keep], old[fi] * p_s[fi], -(c_s[fi] * frac)))
-    else:
-        ids, wts = tid[keep], w[keep]
-    si = np.flatnonzero(starts)
-    n_trips = si.size
-    pnl_all = np.bincount(ids, weights=wts, minlength=n_trips) if n_trips else np.empty(0)
+        fo = perm[fi]
+        oldf = (new[fi] - q_s[fi]).astype(np.float64)
+        frac = np.abs(oldf) / np.abs(q[fo])
+        w[fi] = -new[fi].astype(np.float64) * p[fo] - c[fo] * (1.0 - frac)
+    direction = np.where(new[si] > 0, 1, -1).astype(np.int64)
+    flat_zero = None if q_nz.all() else ~(was_open | q_nz)
+    del new, q_s, was_open, now_open
+    ids = tid
+    if n_trips and flat_zero is not None:
+        # Zero fills while flat belong to no trip: send them to a dummy bin.
+        ids = tid.copy()
+        ids[flat_zero] = n_trips
+    pnl_all = np.bincount(ids, weights=w, minlength=n_trips + 1) if n_trips else np.empty(1)
+    if fi.size:
+        ctid = tid[fi] - 1  # distinct: a trip closes once
+        pnl_all[ctid] = (pnl_all[ctid] + oldf * p[fo]) - c[fo] * frac
 
-    # Closing fills, in the order they happened (original row order).
-    ci = np.flatnonzero(closes | flip)
-    order = np.argsort(perm[ci], kind="stable")
-    ci = ci[order]
-    ctrip = tid[ci] - flip[ci]
+    # Trips in the order they closed: scatter each closing fill's trip id back to
+    # its original row, then read the rows in time order.
+    ei = np.flatnonzero(ends)
+    rows = perm[ei]
+    closed_at = np.zeros(n, dtype=bool)
+    closed_at[rows] = True
+    trip_at = np.empty(n, dtype=np.int32 if n_trips < 2**31 else np.int64)
+    ctrip = tid[ei]
+    ctrip -= flip[ei]
+    trip_at[rows] = ctrip
+    close_rows = np.flatnonzero(closed_at)
+    ctrip = trip_at[close_rows]
     opener = si[ctrip]
+    open_rows = perm[opener]
     return RoundTrips(
-        asset=a_s[opener].astype(np.int64, copy=True),
-        open_bar=b[perm[opener]].astype(np.int64, copy=True),
-        close_bar=b[perm[ci]].astype(np.int64, copy=True),
-        pnl=pnl_all[ctrip].astype(np.float64, copy=False),
-        direction=np.where(new[opener] > 0.0, 1, -1).astype(np.int64),
-        n_open=int(n_trips - ci.size),
+        asset=a[open_rows].astype(np.int64, copy=True),
+        open_bar=b[open_rows],
+        close_bar=b[close_rows],
+        pnl=pnl_all[ctrip],
+        direction=direction[ctrip],
+        n_open=int(n_trips - ei.size),
     )
 
 

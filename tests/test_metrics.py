@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from rustybt_ray.metrics import (
     METRIC_DIRECTIONS,
     RoundTrips,
+    _round_trips_loop,
+    _round_trips_vec,
     compute_metrics,
     returns_from_values,
     round_trips,
@@ -227,6 +229,88 @@ def test_round_trip_short_to_long_flip_and_empty() -> None:
     assert all(NAN_OK(m[k]) for k in ("win_rate", "avg_trade_pnl", "profit_factor"))
     with pytest.raises(ValueError):
         round_trips(np.array([0]), np.array([0, 1]), np.array([1.0]), np.array([1.0]), np.array([0.0]))
+
+
+@st.composite
+def tx_streams(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
+    """Time-ordered whole-share fills on a few assets, rich in exact closes,
+    flips, partial closes, adds and zero fills (also while flat)."""
+    ids = draw(st.sampled_from([[0, 1, 2, 3], [5], [3, 70_000, -2], [7, 1]]))
+    n = draw(st.integers(0, 60))
+    pos = dict.fromkeys(ids, 0)
+    rows, bar = [], 0
+    for _ in range(n):
+        bar += draw(st.integers(0, 2))
+        a = draw(st.sampled_from(ids))
+        kind = draw(st.sampled_from(["close", "flip", "partial", "add", "zero", "any"]))
+        held = pos[a]
+        k = draw(st.integers(1, 40))
+        if kind == "close":
+            q = -held
+        elif kind == "flip":
+            q = -held - (k if held >= 0 else -k)
+        elif kind == "partial":
+            q = -(held // 2) if abs(held) > 1 else -held
+        elif kind == "add":
+            q = k if held >= 0 else -k
+        elif kind == "zero":
+            q = 0
+        else:
+            q = draw(st.integers(-40, 40))
+        pos[a] = held + q
+        price = draw(st.floats(0.01, 1000.0, allow_nan=False))
+        comm = draw(st.sampled_from([0.0, 1.0, 0.35])) * draw(st.floats(0.0, 3.0))
+        rows.append((bar, a, float(q), price, comm))
+    cols = list(zip(*rows)) if rows else [[]] * 5
+    return (
+        np.array(cols[0], dtype=np.int64),
+        np.array(cols[1], dtype=np.int64),
+        np.array(cols[2], dtype=np.float64),
+        np.array(cols[3], dtype=np.float64),
+        np.array(cols[4], dtype=np.float64),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(tx=tx_streams())
+def test_round_trips_vectorized_matches_loop(tx: tuple[np.ndarray, ...]) -> None:
+    got = _round_trips_vec(*tx)
+    assert got is not None  # whole shares always take the vectorized path
+    ref = _round_trips_loop(*tx)
+    for name in ("asset", "open_bar", "close_bar", "direction"):
+        g, r = getattr(got, name), getattr(ref, name)
+        assert g.dtype == np.int64 and g.tolist() == r.tolist(), name
+    assert got.pnl.dtype == np.float64 and len(got) == len(ref)
+    for g, r in zip(got.pnl.tolist(), ref.pnl.tolist()):
+        assert math.isclose(g, r, rel_tol=1e-9, abs_tol=1e-9), (g, r)
+    assert got.n_open == ref.n_open
+    pub = round_trips(*tx)
+    assert pub.pnl.tolist() == got.pnl.tolist() and pub.n_open == got.n_open
+
+
+def test_round_trips_vectorized_falls_back_when_inexact() -> None:
+    bar = np.array([0, 1, 2])
+    asset = np.array([0, 0, 0])
+    price = np.array([1.0, 1.0, 2.0])
+    comm = np.zeros(3)
+    # 2e10 - (2e10 - 1) = 1 share: within 1e-9 relative of flat, so the loop
+    # snaps it to 0 and closes the trip; the vectorized path must defer.
+    big = np.array([2e10, -(2e10 - 1), 5.0])
+    assert _round_trips_vec(bar, asset, big, price, comm) is None
+    t = round_trips(bar, asset, big, price, comm)
+    assert len(t) == 1 and t.n_open == 1 and t.close_bar.tolist() == [1]
+    # Fractional shares, NaN amounts, float ids with NaN: the loop handles them.
+    frac = np.array([0.5, 0.5, -1.0])
+    assert _round_trips_vec(bar, asset, frac, price, comm) is None
+    assert len(round_trips(bar, asset, frac, price, comm)) == 1
+    assert _round_trips_vec(bar, asset, np.array([1.0, np.nan, 1.0]), price, comm) is None
+    assert _round_trips_vec(np.array([0.0, np.nan, 1.0]), asset, np.ones(3), price, comm) is None
+    # Integer-typed amounts and float (whole) bar/asset ids stay vectorized.
+    ints = np.array([3, -5, 2])
+    got = _round_trips_vec(bar.astype(float), asset.astype(float), ints, price, comm)
+    ref = _round_trips_loop(bar, asset, ints, price, comm)
+    assert got is not None and got.pnl.tolist() == ref.pnl.tolist()
+    assert got.direction.tolist() == ref.direction.tolist() == [1, -1]
 
 
 # -------------------------------------------------------------- degenerate
