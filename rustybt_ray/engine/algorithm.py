@@ -83,6 +83,10 @@ class Portfolio:
 
 
 _HUGE = 1e300
+_NO_ORDERS_IN_INITIALIZE = (
+    "orders cannot be placed in initialize(): place them in handle_data, a scheduled function "
+    "or before_trading_start"
+)
 
 
 def _round_shares(x: float) -> float:
@@ -205,8 +209,8 @@ class TradingAlgorithm:
         amount = float(r) if abs(x - r) < 1e-4 else float(math.trunc(x))
         if amount == 0:
             return None
-        if t < 0:
-            raise OrderError("no bar has been seen yet: orders need at least one bar of data")
+        if not self._rb_started:
+            raise OrderError(_NO_ORDERS_IN_INITIALIZE)
         self._rb_held[asset] += amount
         return self._rb_book.place(asset, amount, t)
 
@@ -367,10 +371,14 @@ class TradingAlgorithm:
         if amount == 0:
             return None
         t = self._rb_data._t
-        if t < 0:
-            raise OrderError("no bar has been seen yet: orders need at least one bar of data")
+        if not self._rb_started:
+            raise OrderError(_NO_ORDERS_IN_INITIALIZE)
         if self._rb_pv_t == t:
+            if not self._rb_prow[asset] > 0:
+                self._rb_price_now(asset)  # raises: the asset has no price yet
             self._rb_held[asset] += amount
+        elif not self._rb_price[t, asset] > 0:
+            self._rb_price_now(asset)
         return self._rb_book.place(asset, amount, t)
 
 
