@@ -137,6 +137,12 @@ def test_accounting_identity_and_replay(make, paths, data):
     orders: list = []
     res = run_algorithm(make_probe([], orders), b, start=b.calendar[start], capital_base=capital,
                         fill_price=fill_price)
+    check_replay(res, b, open_, close, orders, start, capital, fill_price)
+
+
+def check_replay(res, b, open_, close, orders, start, capital, fill_price):
+    """cash + positions == PV, and a replay of the transaction log reproduces cash, PV and positions."""
+    T, N = close.shape
     bars = res.bars
     cash = bars["cash"].to_numpy()
     pv = bars["portfolio_value"].to_numpy()
@@ -197,3 +203,50 @@ def test_replay_covers_long_and_short(make):
     res = run_algorithm(make_probe([], []), b)
     assert (res.positions > 0).any() and (res.positions < 0).any()
     assert res.transactions.height > 10
+
+
+def test_replay_with_many_orders_per_bar(make):
+    """More than 32 open orders in a bar take the ledger's NumPy batch path; it must book the same way."""
+    rng = np.random.default_rng(11)
+    T, N = 30, 45
+    close = 20 * np.exp(np.cumsum(rng.normal(0, 0.04, size=(T, N)), axis=0))
+    open_ = close * np.exp(rng.normal(0, 0.01, size=close.shape))
+    gaps = rng.random((T, N)) < 0.1
+    gaps[0] = False
+    close[gaps] = np.nan
+    open_[gaps] = np.nan
+    b = make.arrays(open_, close)
+    orders: list = []
+    res = run_algorithm(make_probe([], orders), b, capital_base=100_000.0)
+    per_bar = res.transactions.group_by("date").len()["len"]
+    assert per_bar.max() > 32
+    check_replay(res, b, open_, close, orders, 0, 100_000.0, "open")
+    assert (res.positions > 0).any() and (res.positions < 0).any()
+
+
+@SETTINGS
+@given(data=st.data())
+def test_ledger_batch_equals_scalar_path(data):
+    """``Ledger.execute`` (NumPy batch) books like ``execute_one`` per order, cost basis included."""
+    from rustybt_ray.engine import Ledger
+
+    n = data.draw(st.integers(1, 6), label="assets")
+    qty = st.integers(-50, 50).map(float)
+    px = st.floats(1.0, 100.0)
+    led_a = Ledger(n, 10_000.0, PerShare(0.01, 1.0), FixedBasisPointsSlippage(10))
+    led_b = Ledger(n, 10_000.0, PerShare(0.01, 1.0), FixedBasisPointsSlippage(10))
+    for bar in range(data.draw(st.integers(1, 6), label="bars")):
+        assets = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=8), label="assets"))
+        amounts = np.array([data.draw(qty) for _ in assets])
+        prices = np.array([data.draw(st.one_of(px, st.just(float("nan")))) for _ in assets])
+        ids = np.arange(len(assets)) + 100 * bar
+        mask = led_a.execute(bar, assets, amounts, prices, ids)
+        for a, q, p, o, m in zip(assets.tolist(), amounts.tolist(), prices.tolist(), ids.tolist(), mask.tolist(),
+                                 strict=True):
+            assert led_b.execute_one(bar, a, q, p, o) == m
+    assert led_a.pos == led_b.pos
+    np.testing.assert_allclose(led_a.cost, led_b.cost, rtol=1e-12, atol=1e-12)
+    assert led_a.cash == pytest.approx(led_b.cash, rel=1e-12)
+    ta, tb = led_a.transactions(), led_b.transactions()
+    for f in ("bar", "asset", "amount", "price", "commission", "order_id"):
+        np.testing.assert_allclose(getattr(ta, f), getattr(tb, f), rtol=1e-12)
