@@ -86,19 +86,24 @@ def check_frequency(frame: pl.DataFrame, requested: str | None) -> str:
 
 def _per_symbol_frequency(frame: pl.DataFrame) -> dict[str, str | None]:
     """Each symbol's code, or ``None`` when it has too few bars per day to tell."""
-    ts, sym = pl.col("date"), pl.col("symbol")
-    # Sorted by symbol then date, a row's predecessor is the previous row: comparing
-    # with shift() is much cheaper than a window function over (symbol, day).
-    rows = frame.lazy().select(sym, ts).sort("symbol", "date").with_columns(_day=ts.dt.date())
-    same_symbol = sym == sym.shift()
-    rows = rows.with_columns(
-        _gap=pl.when(same_symbol & (pl.col("_day") == pl.col("_day").shift()))
-        .then((ts - ts.shift()).dt.total_nanoseconds()),
-        _day_gap=pl.when(same_symbol & (pl.col("_day") != pl.col("_day").shift()))
-        .then((pl.col("_day") - pl.col("_day").shift()).dt.total_days()),
+    sym = pl.col("symbol")
+    ns = pl.col("date").cast(pl.Datetime("ns")).to_physical()
+    # Integer day numbers (floor division also floors dates before 1970) are much
+    # cheaper than calendar dates. Sorted by symbol then date, a row's predecessor is
+    # the previous row: comparing with shift() beats a window over (symbol, day).
+    rows = (
+        frame.select(sym, ns.alias("_ns"))
+        .sort("symbol", "_ns")
+        .with_columns((pl.col("_ns") // _NS_PER_DAY).alias("_day"))
     )
+    same_symbol = sym == sym.shift()
+    same_day = pl.col("_day") == pl.col("_day").shift()
+    rows = rows.with_columns(
+        _gap=pl.when(same_symbol & same_day).then(pl.col("_ns") - pl.col("_ns").shift()),
+        _day_gap=pl.when(same_symbol & ~same_day).then(pl.col("_day") - pl.col("_day").shift()),
+    ).lazy()
     stats = rows.group_by("symbol").agg(
-        _midnight=(ts.dt.time() == pl.time(0)).all(),
+        _midnight=(pl.col("_ns") % _NS_PER_DAY == 0).all(),
         _intraday=pl.col("_gap").is_not_null().any(),
     )
     gap_mode = _mode(rows, "_gap")

@@ -40,7 +40,8 @@ DATE_FORMATS: tuple[str, ...] = (
     "%Y/%m/%d %H:%M:%S",
 )
 
-_FILE, _ROW, _PROBLEM = "_file", "_row", "_problem"
+_FILE, _ROW, _PROBLEM, _POS = "_file", "_row", "_problem", "_pos"
+_PARSED_DATE = "_date_parsed"
 _TS = pl.Datetime("ns")
 
 
@@ -75,13 +76,13 @@ def validate(pieces: list[RawPiece], *, frequency: str | None = None, lenient: b
     Raises:
         BundleValidationError: naming the file, symbol, row and problem.
     """
-    typed = [_parse_piece(p) for p in pieces if p.frame.width or p.frame.height]
+    located = [_locate(p) for p in pieces if p.frame.width or p.frame.height]
+    typed = [_parse_run(run, label) for run, label in _runs_of_same_schema(located)]
     if not typed or sum(t.height for t in typed) == 0:
         label = pieces[0].label if len(pieces) == 1 else None
         raise BundleValidationError("empty input: there are no rows to ingest", file=label)
-    frame = pl.concat(typed, how="vertical")
-    frame = _flag_row_problems(frame)
-    bad = frame.filter(pl.col(_PROBLEM).is_not_null())
+    frame = _flag_row_problems(pl.concat(typed, how="vertical").with_row_index(_POS))
+    good, bad = _split_off_duplicates(frame)
     dropped: tuple[DroppedRow, ...] = ()
     if bad.height:
         if not lenient:
@@ -94,10 +95,9 @@ def validate(pieces: list[RawPiece], *, frequency: str | None = None, lenient: b
         dropped = tuple(
             DroppedRow(*r) for r in bad.select(_FILE, "symbol", _ROW, _PROBLEM).iter_rows()
         )
-        frame = frame.filter(pl.col(_PROBLEM).is_null())
-        if frame.height == 0:
+        if good.height == 0:
             raise BundleValidationError(f"empty input: all {bad.height} rows have problems, e.g. {dropped[0]}")
-    frame = frame.select(LONG_COLUMNS).sort("symbol", "date")
+    frame = good.select(LONG_COLUMNS)
     freq = check_frequency(frame, frequency)
     return ValidatedFrame(frame, freq, dropped)
 
@@ -105,8 +105,8 @@ def validate(pieces: list[RawPiece], *, frequency: str | None = None, lenient: b
 # -- parsing ------------------------------------------------------------------------
 
 
-def _parse_piece(piece: RawPiece) -> pl.DataFrame:
-    """Typed columns plus ``_file``, ``_row`` and ``_problem`` (a parse problem or null)."""
+def _locate(piece: RawPiece) -> tuple[pl.DataFrame, str | None]:
+    """The piece's long columns plus ``_file`` and ``_row``; raises on missing columns."""
     frame = piece.frame
     required = [c for c in LONG_COLUMNS if not (c == "symbol" and piece.symbol is not None)]
     missing = [c for c in required if c not in frame.columns]
@@ -117,23 +117,57 @@ def _parse_piece(piece: RawPiece) -> pl.DataFrame:
             f"a bundle needs {', '.join(required)} (header names are case-insensitive)",
             file=piece.label,
         )
+    symbol = pl.lit(piece.symbol, dtype=pl.String) if piece.symbol is not None else pl.col("symbol")
+    located = frame.select(
+        pl.lit(piece.label, dtype=pl.String).alias(_FILE),
+        (pl.int_range(pl.len(), dtype=pl.Int64) + piece.row_base).alias(_ROW),
+        pl.col("date"),
+        symbol.alias("symbol"),
+        *VALUE_COLUMNS,
+    )
+    return located, piece.label
+
+
+def _runs_of_same_schema(
+    located: list[tuple[pl.DataFrame, str | None]],
+) -> list[tuple[pl.DataFrame, str | None]]:
+    """Concatenate consecutive pieces with identical schemas (labelled by the first).
+
+    Parsing costs a fixed overhead per call, so 500 CSV files (all text) are parsed
+    as one frame; only consecutive pieces merge, which keeps the input row order.
+    """
+    runs: list[tuple[list[pl.DataFrame], str | None]] = []
+    for frame, label in located:
+        if runs and runs[-1][0][0].schema == frame.schema:
+            runs[-1][0].append(frame)
+        else:
+            runs.append(([frame], label))
+    return [(pl.concat(frames, rechunk=False) if len(frames) > 1 else frames[0], label) for frames, label in runs]
+
+
+def _parse_run(frame: pl.DataFrame, label: str | None) -> pl.DataFrame:
+    """Typed columns plus ``_file``, ``_row`` and ``_problem`` (a parse problem or null).
+
+    ``label`` names the (first) file in errors about a column's type.
+    """
     problems: list[pl.Expr] = []
-    date, date_problem = _parse_dates(frame, piece.label)
+    # Text columns are parsed eagerly with fast paths (see the helpers); the
+    # expressions below only pick the parsed columns and describe failures.
+    if frame.schema["date"] == pl.String:
+        frame = frame.with_columns(_parse_date_text(frame["date"]).alias(_PARSED_DATE))
+    text_numbers = [n for n in VALUE_COLUMNS if frame.schema[n] == pl.String]
+    if text_numbers:
+        frame = frame.with_columns(_parse_number_text(frame[n]).alias(f"_parsed_{n}") for n in text_numbers)
+    date, date_problem = _parse_dates(frame, label)
     problems.append(date_problem)
-    if piece.symbol is not None:
-        symbol = pl.lit(piece.symbol, dtype=pl.String)
-    else:
-        symbol, symbol_problem = _parse_symbols(frame, piece.label)
-        problems.append(symbol_problem)
+    symbol, symbol_problem = _parse_symbols(frame, label)
+    problems.append(symbol_problem)
     values = []
     for name in VALUE_COLUMNS:
-        value, problem = _parse_number(frame, name, piece.label)
+        value, problem = _parse_number(frame, name, label)
         values.append(value.alias(name))
         problems.append(problem)
-    row = (pl.int_range(pl.len(), dtype=pl.Int64) + piece.row_base).alias(_ROW)
-    typed = frame.select(
-        pl.lit(piece.label, dtype=pl.String).alias(_FILE), row, date.alias("date"), symbol.alias("symbol"), *values
-    )
+    typed = frame.select(_FILE, _ROW, date.alias("date"), symbol.alias("symbol"), *values)
     # A value that failed to parse is null in ``typed``; only those rows need a message,
     # so the (costly) message formatting runs on the few bad rows, not on all of them.
     flagged = pl.any_horizontal(pl.col("date", "symbol", *VALUE_COLUMNS).is_null())
@@ -150,7 +184,7 @@ def _parse_dates(frame: pl.DataFrame, label: str | None) -> tuple[pl.Expr, pl.Ex
     dtype = frame.schema["date"]
     if dtype == pl.String:
         text = col.str.strip_chars()
-        parsed = pl.coalesce([text.str.strptime(_TS, f, strict=False, exact=True) for f in _date_formats(frame)])
+        parsed = pl.col(_PARSED_DATE)  # parsed once by _parse_date_text
         problem = (
             pl.when(text.is_null() | (text == ""))
             .then(pl.lit("date is missing"))
@@ -177,23 +211,22 @@ def _parse_dates(frame: pl.DataFrame, label: str | None) -> tuple[pl.Expr, pl.Ex
     )
 
 
-def _date_formats(frame: pl.DataFrame) -> list[str]:
-    """The formats needed to parse a text date column: usually the first one that fits.
+def _parse_date_text(text: pl.Series) -> pl.Series:
+    """Parse text timestamps with the first of :data:`DATE_FORMATS` that fits each value.
 
-    Trying every format on every row costs one full parse each, so formats are tried
-    in order and the search stops once every non-empty value has parsed.
+    Formats are tried in order on the values still unparsed and the search stops as
+    soon as none is left, so the usual single-format column costs a single parse.
     """
-    text = frame["date"].str.strip_chars()
-    todo = text.is_not_null() & (text != "")
-    chosen: list[str] = []
-    for fmt in DATE_FORMATS:
+    text = text.str.strip_chars()
+    parsed = text.str.strptime(_TS, DATE_FORMATS[0], strict=False, exact=True)
+    for fmt in DATE_FORMATS[1:]:
+        todo = parsed.is_null() & text.is_not_null() & (text != "")
         if not todo.any():
             break
-        parsed = text.filter(todo).str.strptime(_TS, fmt, strict=False, exact=True)
-        if parsed.is_not_null().any():
-            chosen.append(fmt)
-            todo = todo.scatter(todo.arg_true(), parsed.is_null())
-    return chosen or [DATE_FORMATS[0]]
+        idx = todo.arg_true()
+        attempt = text.gather(idx).str.strptime(_TS, fmt, strict=False, exact=True)
+        parsed = parsed.scatter(idx, attempt)
+    return parsed
 
 
 def _parse_symbols(frame: pl.DataFrame, label: str | None) -> tuple[pl.Expr, pl.Expr]:
@@ -210,7 +243,7 @@ def _parse_number(frame: pl.DataFrame, name: str, label: str | None) -> tuple[pl
     dtype = frame.schema[name]
     if dtype == pl.String:
         text = col.str.strip_chars()
-        parsed = text.cast(pl.Float64, strict=False)
+        parsed = pl.col(f"_parsed_{name}")  # parsed once by _parse_number_text
         problem = (
             pl.when(text.is_null() | (text == ""))
             .then(pl.lit(f"{name} is missing"))
@@ -223,6 +256,19 @@ def _parse_number(frame: pl.DataFrame, name: str, label: str | None) -> tuple[pl
     raise BundleValidationError(
         f"column {name!r} is not numeric (type {dtype}); convert it to numbers first", file=label
     )
+
+
+def _parse_number_text(text: pl.Series) -> pl.Series:
+    """Text to float; values padded with spaces take a second, stripped try.
+
+    Stripping every value first would double the cost for the clean common case.
+    """
+    parsed = text.cast(pl.Float64, strict=False)
+    todo = parsed.is_null() & text.is_not_null()
+    if todo.any():
+        idx = todo.arg_true()
+        parsed = parsed.scatter(idx, text.gather(idx).str.strip_chars().cast(pl.Float64, strict=False))
+    return parsed
 
 
 def _missing(col: pl.Expr, name: str) -> pl.Expr:
@@ -264,39 +310,37 @@ def _flag_row_problems(frame: pl.DataFrame) -> pl.DataFrame:
             chain = chain.when(condition).then(message)
         messages = frame[bad_rows].select(chain.alias(_PROBLEM))[_PROBLEM]
         frame = frame.with_columns(frame[_PROBLEM].scatter(bad_rows, messages))
-    return _flag_duplicates(frame)
+    return frame
 
 
-def _flag_duplicates(frame: pl.DataFrame) -> pl.DataFrame:
-    """Mark every later copy of a (date, symbol) among otherwise good rows.
+def _split_off_duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(good rows sorted by symbol then date, bad rows in input order).
 
-    Rows with other problems do not count, so in lenient mode a good bar survives
-    next to a broken copy of itself.
+    Good rows are sorted first (ties in input order), so copies of a (symbol, date)
+    sit next to each other and each later copy is flagged against the first. Rows
+    with other problems do not count, so in lenient mode a good bar survives next
+    to a broken copy of itself.
     """
-    good = pl.col(_PROBLEM).is_null()
-    key = ["symbol", "date"]
-    frame = frame.with_row_index("_pos")
-    ok = frame.filter(good)
-    dup = ok.filter(~pl.struct(key).is_first_distinct())
-    if dup.height == 0:
-        return frame.drop("_pos")
-    first = ok.group_by(key, maintain_order=True).agg(
-        pl.col(_FILE).first().alias("_ffile"), pl.col(_ROW).first().alias("_frow")
-    )
+    broken = frame.filter(pl.col(_PROBLEM).is_not_null())
+    ok = frame.filter(pl.col(_PROBLEM).is_null()).sort("symbol", "date", _POS)
+    same = (pl.col("symbol") == pl.col("symbol").shift()) & (pl.col("date") == pl.col("date").shift())
+    ok = ok.with_columns(same.fill_null(False).alias("_dup"))
+    if not ok["_dup"].any():
+        return ok.drop("_dup"), broken
+    first_file = pl.when(~pl.col("_dup")).then(pl.col(_FILE)).forward_fill()
+    first_row = pl.when(~pl.col("_dup")).then(pl.col(_ROW)).forward_fill()
+    ok = ok.with_columns(first_file.alias("_ffile"), first_row.alias("_frow"))
     where = pl.when(pl.col("_ffile").is_not_null()).then(pl.format("file {}, ", pl.col("_ffile"))).otherwise(pl.lit(""))
-    dup = dup.join(first, on=key, how="left").select(
-        "_pos",
+    dups = ok.filter("_dup").with_columns(
         pl.format(
             "duplicate bar for {} at {}; first seen at {}row {}",
             pl.col("symbol"),
             pl.col("date").dt.to_string("%Y-%m-%d %H:%M:%S"),
             where,
             pl.col("_frow"),
-        ).alias("_dup"),
+        ).alias(_PROBLEM)
     )
-    return (
-        frame.join(dup, on="_pos", how="left")
-        .with_columns(pl.coalesce(_PROBLEM, "_dup").alias(_PROBLEM))
-        .sort("_pos")
-        .drop("_pos", "_dup")
-    )
+    extra = ["_dup", "_ffile", "_frow"]
+    good = ok.filter(~pl.col("_dup")).drop(extra)
+    bad = pl.concat([broken, dups.drop(extra)]).sort(_POS)
+    return good, bad
