@@ -98,16 +98,16 @@ def _per_symbol_frequency(frame: pl.DataFrame) -> dict[str, str | None]:
     )
     same_symbol = sym == sym.shift()
     same_day = pl.col("_day") == pl.col("_day").shift()
-    rows = rows.with_columns(
+    lazy = rows.with_columns(
         _gap=pl.when(same_symbol & same_day).then(pl.col("_ns") - pl.col("_ns").shift()),
         _day_gap=pl.when(same_symbol & ~same_day).then(pl.col("_day") - pl.col("_day").shift()),
     ).lazy()
-    stats = rows.group_by("symbol").agg(
+    stats = lazy.group_by("symbol").agg(
         _midnight=(pl.col("_ns") % _NS_PER_DAY == 0).all(),
         _intraday=pl.col("_gap").is_not_null().any(),
     )
-    gap_mode = _mode(rows, "_gap")
-    day_mode = _mode(rows, "_day_gap")
+    gap_mode = _mode(lazy, "_gap")
+    day_mode = _mode(lazy, "_day_gap")
     table = (
         stats.join(gap_mode, on="symbol", how="left")
         .join(day_mode, on="symbol", how="left")
@@ -115,7 +115,7 @@ def _per_symbol_frequency(frame: pl.DataFrame) -> dict[str, str | None]:
         .collect()
     )
     odd = (
-        rows.filter(pl.col("_gap").is_not_null())
+        lazy.filter(pl.col("_gap").is_not_null())
         .join(gap_mode, on="symbol")
         .filter(pl.col("_gap") % pl.col("_gap_mode") != 0)
         .group_by("symbol")
