@@ -160,3 +160,35 @@ def test_pandas_nan_is_reported_as_missing() -> None:
     with pytest.raises(BundleValidationError) as err:
         ingest_bundle("p", frame)
     assert err.value.row == 1 and err.value.symbol == "A" and "close" in err.value.problem
+
+
+def test_intraday_csv_round_trip_matches_file_values() -> None:
+    from bundle_testkit import FIXTURES
+
+    ingest_bundle("hourly", FIXTURES / "hourly")
+    bundle = load_bundle("hourly")
+    for sid, symbol in enumerate(bundle.symbols):
+        raw = pl.read_csv(FIXTURES / "hourly" / f"{symbol}.csv")
+        stamps = raw["date"].str.strptime(pl.Datetime("ns"), "%Y-%m-%d %H:%M:%S").to_numpy()
+        rows = np.searchsorted(bundle.calendar, stamps)
+        np.testing.assert_array_equal(bundle.calendar[rows], stamps)
+        for field in ("open", "high", "low", "close", "volume"):
+            np.testing.assert_array_equal(bundle.field(field)[rows, sid], raw[field].cast(pl.Float64).to_numpy())
+
+
+def test_lenient_report_for_a_frame_has_no_file() -> None:
+    frame = pl.DataFrame({"date": ["2024-01-02", "2024-01-03", "2024-01-04"], "symbol": ["A", "A", "A"],
+                          "open": [1.0, 1.0, 1.0], "high": [1.0, 1.0, 1.0], "low": [1.0, 1.0, 1.0],
+                          "close": [1.0, -1.0, 1.0], "volume": [1.0, 1.0, 1.0]})
+    info = ingest_bundle("f", frame, lenient=True)
+    assert [tuple(d)[:3] for d in info.dropped] == [(None, "A", 1)]
+    assert info.rows == 2
+
+
+def test_bundle_info_reads_only_the_manifest(csv_dir: Path) -> None:
+    from rustybt_ray.data import bundle_info
+
+    info = ingest_bundle("tiny", csv_dir)
+    again = bundle_info("tiny")
+    assert again.sha256 == info.sha256 and again.path == info.path and again.dropped == ()
+    assert bundle_info("demo").frequency == "1d"
