@@ -201,7 +201,7 @@ def load_bundle(
         directory = _resolve(name_or_path, root)
         try:
             manifest = read_manifest(directory)
-            key = (str(directory), manifest.sha256)
+            key = (str(directory.resolve()), manifest.sha256)
             if cache:
                 with _cache_lock:
                     hit = _cache.get(key)
@@ -252,11 +252,12 @@ def remove_bundle(name: str, root: str | os.PathLike[str] | None = None) -> None
     if not (home / CURRENT_FILE).is_file():
         raise BundleNotFoundError(_not_found_message(name, root))
     # Rename first so the name disappears at once, then delete at leisure.
+    resolved = home.resolve()
     trash = home.parent / f"{TEMP_PREFIX}removed-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     os.rename(home, trash)
     shutil.rmtree(trash, ignore_errors=True)
     with _cache_lock:
-        for key in [k for k in _cache if Path(k[0]).parent == home]:
+        for key in [k for k in _cache if Path(k[0]).parent == resolved]:
             del _cache[key]
 
 

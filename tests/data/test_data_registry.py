@@ -198,3 +198,13 @@ def test_sigkill_mid_ingest_keeps_old_bundle(csv_dir: Path, tmp_path: Path, bund
     ingest_bundle("x", csv_dir)
     assert not tmp_dir.exists()
     assert [i.name for i in list_bundles()] == ["x"]
+
+
+def test_remove_forgets_cached_bundle(csv_dir: Path, make_csv_dir) -> None:
+    ingest_bundle("x", csv_dir)
+    load_bundle("x")
+    remove_bundle("x")
+    with pytest.raises(BundleNotFoundError):
+        load_bundle("x")
+    ingest_bundle("x", make_csv_dir(OTHER))
+    assert load_bundle("x").symbols == ["ZZZ"]
