@@ -73,3 +73,7 @@ class ConfigError(RustyBTError):
 
 class BundleNameError(BundleError, ValueError):
     """A bundle name is not allowed (empty, a path, or characters outside ``[A-Za-z0-9_.-]``)."""
+
+
+class SearchSpaceError(RustyBTError):
+    """A parameter space, a constraint, a search algorithm's use, or a result's column names are malformed."""
