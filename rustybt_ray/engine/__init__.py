@@ -1,6 +1,7 @@
 """The event-driven backtest engine (knows nothing of Ray)."""
 
 from rustybt_ray.engine.algorithm import Portfolio, Position, TradingAlgorithm
+from rustybt_ray.engine.array_cache import ArrayCache, rolling_mean
 from rustybt_ray.engine.bar_data import BarData
 from rustybt_ray.engine.costs import (
     BasisPoints,
@@ -15,10 +16,11 @@ from rustybt_ray.engine.costs import (
 from rustybt_ray.engine.ledger import Ledger, Transactions
 from rustybt_ray.engine.orders import Order
 from rustybt_ray.engine.result import BacktestResult
-from rustybt_ray.engine.run import run_algorithm
+from rustybt_ray.engine.run import run_algorithm, run_metrics
 from rustybt_ray.engine.schedule import date_rules, time_rules
 
 __all__ = [
+    "ArrayCache",
     "BacktestResult",
     "BarData",
     "BasisPoints",
@@ -36,6 +38,8 @@ __all__ = [
     "TradingAlgorithm",
     "Transactions",
     "date_rules",
+    "rolling_mean",
     "run_algorithm",
+    "run_metrics",
     "time_rules",
 ]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -292,6 +292,17 @@ class TradingAlgorithm:
                 f"set_slippage needs a slippage model such as FixedBasisPointsSlippage(5), got {chosen!r}"
             )
         self._rb_ledger.slippage = chosen
+
+    def cached(self, key: Hashable, compute: Callable[[], Any]) -> np.ndarray:
+        """A derived array shared across the trials this process runs (computed once per bundle version).
+
+        Use it for data that depends on the bundle and a parameter but not on the
+        trial's own state, e.g. ``self.cached(("sma", self.fast), lambda:
+        rolling_mean(self.bundle.close, self.fast))``. ``key`` must capture every input
+        of ``compute`` besides the bundle. The array is read-only. In a worker pool the
+        cache is the worker's; in a plain run it is a process-wide one.
+        """
+        return self._rb_cache.get_or_compute((self._rb_bundle.version, key), compute)
 
     @property
     def portfolio(self) -> Portfolio:

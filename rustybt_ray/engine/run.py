@@ -18,6 +18,7 @@ import polars as pl
 
 from rustybt_ray.data.bundle import Bundle
 from rustybt_ray.engine.algorithm import TradingAlgorithm, pinned_params
+from rustybt_ray.engine.array_cache import ArrayCache, default_cache
 from rustybt_ray.engine.bar_data import BarData
 from rustybt_ray.engine.costs import CommissionModel, SlippageModel, default_commission, default_slippage
 from rustybt_ray.engine.ledger import Ledger
@@ -40,6 +41,7 @@ def run_algorithm(
     commission: CommissionModel | None = None,
     slippage: SlippageModel | None = None,
     fill_price: str = "open",
+    cache: ArrayCache | None = None,
 ) -> BacktestResult:
     """Backtest ``strategy`` on ``bundle`` from ``start`` to ``end`` (inclusive) and return the result.
 
@@ -56,7 +58,55 @@ def run_algorithm(
             ``initialize`` override them.
         fill_price: ``"open"`` fills orders placed at bar t at bar t+1's open;
             ``"close"`` at bar t+1's close.
+        cache: the :class:`ArrayCache` behind ``self.cached`` (default: a process-wide one).
     """
+    algo, b, ledger, i0, i1, capital, used = _simulate(
+        strategy, bundle, start, end, capital_base, params, commission, slippage, fill_price, cache
+    )
+    result = _build_result(algo, b, ledger, i0, i1, capital, used)
+    algo.analyze(result)
+    return result
+
+
+def run_metrics(
+    strategy: type[TradingAlgorithm],
+    bundle: Bundle,
+    start: Any = None,
+    end: Any = None,
+    capital_base: float = 100_000.0,
+    params: Mapping[str, Any] | None = None,
+    *,
+    commission: CommissionModel | None = None,
+    slippage: SlippageModel | None = None,
+    fill_price: str = "open",
+    cache: ArrayCache | None = None,
+    with_returns: bool = False,
+) -> tuple[dict[str, float], np.ndarray | None]:
+    """The same backtest as :func:`run_algorithm`, returning only ``(metrics, returns or None)``.
+
+    This is what sweep workers call: it skips the per-bar tables and ``analyze``,
+    and the numbers are identical to ``run_algorithm(...).metrics``.
+    """
+    algo, b, ledger, i0, i1, capital, _ = _simulate(
+        strategy, bundle, start, end, capital_base, params, commission, slippage, fill_price, cache
+    )
+    pv, gross, tx, *_ = _valuation(b, ledger, i0, i1, capital)
+    metrics = _metrics(b, pv, gross, tx, i0, i1, capital)
+    return metrics, (returns_from_values(pv, capital) if with_returns else None)
+
+
+def _simulate(
+    strategy: type[TradingAlgorithm],
+    bundle: Bundle | str,
+    start: Any,
+    end: Any,
+    capital_base: float,
+    params: Mapping[str, Any] | None,
+    commission: CommissionModel | None,
+    slippage: SlippageModel | None,
+    fill_price: str,
+    cache: ArrayCache | None,
+) -> tuple[TradingAlgorithm, Bundle, Ledger, int, int, float, dict[str, Any]]:
     if not (isinstance(strategy, type) and issubclass(strategy, TradingAlgorithm)):
         raise StrategyError(f"strategy must be a TradingAlgorithm subclass, got {strategy!r}")
     if fill_price not in FILL_PRICES:
@@ -77,18 +127,17 @@ def run_algorithm(
         )
     pinned = pinned_params(strategy, params)
     algo = strategy()
-    ledger = Ledger(len(b.assets), float(capital_base), commission or default_commission(),
-                    slippage or default_slippage())
-    _attach(algo, b, ledger, i0, i1, float(capital_base))
+    capital = float(capital_base)
+    ledger = Ledger(len(b.assets), capital, commission or default_commission(), slippage or default_slippage())
+    _attach(algo, b, ledger, i0, i1, capital, cache if cache is not None else default_cache())
     used = _initialize(algo, pinned)
     algo._rb_started = True
     _loop(algo, b, i0, i1, b.open if fill_price == "open" else b.close)
-    result = _build_result(algo, b, ledger, i0, i1, float(capital_base), used)
-    algo.analyze(result)
-    return result
+    return algo, b, ledger, i0, i1, capital, used
 
 
-def _attach(algo: TradingAlgorithm, b: Bundle, ledger: Ledger, i0: int, i1: int, capital: float) -> None:
+def _attach(algo: TradingAlgorithm, b: Bundle, ledger: Ledger, i0: int, i1: int, capital: float,
+            cache: ArrayCache) -> None:
     # Set with object.__setattr__ so strategy classes that guard attributes still run.
     state = {
         "_rb_bundle": b,
@@ -101,6 +150,7 @@ def _attach(algo: TradingAlgorithm, b: Bundle, ledger: Ledger, i0: int, i1: int,
         "_rb_i0": i0,
         "_rb_n": i1 - i0,
         "_rb_recorded": {},
+        "_rb_cache": cache,
         "_rb_scheduled": [],
         "_rb_started": False,
         "_rb_btd": 0,
@@ -196,21 +246,29 @@ def _loop(algo: TradingAlgorithm, b: Bundle, i0: int, i1: int, fill_block: np.nd
         handle_data(data)
 
 
-def _build_result(algo: TradingAlgorithm, b: Bundle, ledger: Ledger, i0: int, i1: int, capital: float,
-                  params: dict[str, Any]) -> BacktestResult:
-    bars = np.arange(i0, i1)
-    n = bars.shape[0]
-    cash, pos = ledger.history(bars, capital)
+def _valuation(b: Bundle, ledger: Ledger, i0: int, i1: int, capital: float) -> tuple[np.ndarray, ...]:
+    """Per-bar portfolio value and gross exposure, rebuilt from the ledger's fill snapshots."""
+    cash, pos = ledger.history(np.arange(i0, i1), capital)
     held = pos != 0
     marked = np.where(held, pos * np.where(held, b.price[i0:i1], 0.0), 0.0)
     holdings = marked.sum(axis=1)
     gross = np.abs(marked).sum(axis=1)
-    pv = cash + holdings
-    tx = ledger.transactions()
+    return cash + holdings, gross, ledger.transactions(), cash, pos, holdings
+
+
+def _metrics(b: Bundle, pv: np.ndarray, gross: np.ndarray, tx: Any, i0: int, i1: int,
+             capital: float) -> dict[str, float]:
+    n = i1 - i0
     traded = np.bincount(tx.bar - i0, weights=np.abs(tx.amount * tx.price), minlength=n) if len(tx) else np.zeros(n)
     trips = round_trips(tx.bar, tx.asset, tx.amount, tx.price, tx.commission)
-    metrics = compute_metrics(pv, capital, b.periods_per_year, gross_exposure=gross, traded_value=traded,
-                              trips=trips, n_transactions=len(tx))
+    return compute_metrics(pv, capital, b.periods_per_year, gross_exposure=gross, traded_value=traded,
+                           trips=trips, n_transactions=len(tx))
+
+
+def _build_result(algo: TradingAlgorithm, b: Bundle, ledger: Ledger, i0: int, i1: int, capital: float,
+                  params: dict[str, Any]) -> BacktestResult:
+    pv, gross, tx, cash, pos, holdings = _valuation(b, ledger, i0, i1, capital)
+    metrics = _metrics(b, pv, gross, tx, i0, i1, capital)
     returns = returns_from_values(pv, capital)
     dates = b.calendar[i0:i1]
     table: dict[str, Any] = {

@@ -8,7 +8,7 @@ Run it with ``rustybt-ray run rustybt_ray.examples.sma_crossover:SmaCrossover``.
 from __future__ import annotations
 
 from rustybt_ray.engine import TradingAlgorithm
-from rustybt_ray.engine import BarData
+from rustybt_ray.engine import BarData, rolling_mean
 
 
 class SmaCrossover(TradingAlgorithm):
@@ -38,3 +38,25 @@ class SmaCrossoverDataFrame(SmaCrossover):
         weight = 1.0 / len(self.assets)
         for asset in self.assets:
             self.order_target_percent(asset, weight if fast_ma[asset] > slow_ma[asset] else 0.0)
+
+
+class SmaCrossoverCached(SmaCrossover):
+    """The same rules with both moving averages from the worker's array cache.
+
+    A sweep over (fast, slow) computes each window's moving average once per worker
+    instead of once per bar per trial. ``rolling_mean`` is NaN-propagating and
+    trailing, like the mean of a ``history`` window that holds a NaN.
+    """
+
+    def initialize(self) -> None:
+        """Fetch (or compute once) the moving averages this trial needs."""
+        close = self.bundle.close
+        self.fast_ma = self.cached(("sma", self.fast), lambda: rolling_mean(close, self.fast))
+        self.slow_ma = self.cached(("sma", self.slow), lambda: rolling_mean(close, self.slow))
+
+    def handle_data(self, data: BarData) -> None:
+        """Rebalance from the cached averages at this bar."""
+        t = data.bar_index
+        weight = 1.0 / len(self.assets)
+        for asset, f, s in zip(self.assets, self.fast_ma[t].tolist(), self.slow_ma[t].tolist()):
+            self.order_target_percent(asset, weight if f > s else 0.0)
