@@ -1,0 +1,265 @@
+"""The outcome of a sweep: one table row per trial, the best trial, and Parquet persistence."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rustybt_ray.errors import SearchSpaceError
+from rustybt_ray.optimize.space import RESERVED_NAMES
+
+_META_KEY = b"rustybt_ray.optimization"
+_FORMAT_VERSION = 1
+_DIRECTIONS = ("maximize", "minimize")
+_FIXED_SCHEMA: dict[str, pl.DataType] = {
+    "number": pl.Int64(),
+    "status": pl.String(),
+    "error": pl.String(),
+    "duration_s": pl.Float64(),
+    "worker": pl.Int64(),
+    "attempts": pl.Int64(),
+}
+assert set(_FIXED_SCHEMA) == RESERVED_NAMES  # the space rejects exactly these parameter names
+
+
+def _check_names(param_names: Sequence[str], metric_names: Sequence[str], objective: str, direction: str) -> None:
+    if direction not in _DIRECTIONS:
+        raise SearchSpaceError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+    if objective not in metric_names:
+        raise SearchSpaceError(f"objective {objective!r} is not among the metrics {list(metric_names)}")
+    seen: set[str] = set()
+    for name in [*param_names, *metric_names]:
+        if name in RESERVED_NAMES:
+            raise SearchSpaceError(f"name {name!r} collides with a column of the trials table")
+        if name in seen:
+            raise SearchSpaceError(f"name {name!r} is used twice among parameters and metrics")
+        seen.add(name)
+
+
+def _param_series(name: str, values: list[Any]) -> pl.Series:
+    """A column for one parameter; mixed numbers become floats, other mixes strings (Parquet needs one type)."""
+    try:
+        return pl.Series(name, values)
+    except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+        pass
+    if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
+        return pl.Series(name, [None if v is None else float(v) for v in values], dtype=pl.Float64)
+    return pl.Series(name, [None if v is None else str(v) for v in values], dtype=pl.String)
+
+
+def _clean(value: Any) -> Any:
+    """A cell as plain Python, so best/params dicts hold ints and floats, not NumPy scalars."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict)) else value
+
+
+class OptimizationResult:
+    """All trials of a sweep as a polars table, with the objective that ranks them.
+
+    Columns: ``number``, one per parameter, one per metric (f64), ``status``
+    ("complete"/"failed"), ``error``, ``duration_s``, ``worker``, ``attempts``.
+    """
+
+    def __init__(
+        self,
+        trials: pl.DataFrame,
+        *,
+        objective: str,
+        direction: str,
+        param_names: Sequence[str],
+        metric_names: Sequence[str],
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        param_names, metric_names = list(param_names), list(metric_names)
+        _check_names(param_names, metric_names, objective, direction)
+        missing = [c for c in [*_FIXED_SCHEMA, *param_names, *metric_names] if c not in trials.columns]
+        if missing:
+            raise SearchSpaceError(f"the trials table lacks column(s) {missing}")
+        self._trials = trials.sort("number")
+        self.objective = objective
+        self.direction = direction
+        self.param_names = param_names
+        self.metric_names = metric_names
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    @classmethod
+    def from_records(
+        cls,
+        records: Sequence[Mapping[str, Any]],
+        param_names: Sequence[str],
+        metric_names: Sequence[str],
+        objective: str,
+        direction: str,
+        meta: Mapping[str, Any] | None = None,
+    ) -> OptimizationResult:
+        """Build from scheduler records ``{"number", "params", "metrics", "status", "error", "duration_s", "worker", "attempts"}``.
+
+        ``metrics`` may be None (failed trial); a missing metric or parameter is null, and
+        metrics not in ``metric_names`` are left out.
+        """
+        _check_names(param_names, metric_names, objective, direction)
+        for r in records:
+            if r.get("status") not in ("complete", "failed"):
+                raise SearchSpaceError(f"record {r.get('number')!r}: status must be 'complete' or 'failed', got {r.get('status')!r}")
+        cols: dict[str, pl.Series] = {"number": pl.Series("number", [r["number"] for r in records], dtype=pl.Int64)}
+        for name in param_names:
+            cols[name] = _param_series(name, [(r.get("params") or {}).get(name) for r in records])
+        for name in metric_names:
+            vals = [(r.get("metrics") or {}).get(name) for r in records]
+            cols[name] = pl.Series(name, [None if v is None else float(v) for v in vals], dtype=pl.Float64)
+        for name in ("status", "error", "duration_s", "worker", "attempts"):
+            cols[name] = pl.Series(name, [r.get(name) for r in records], dtype=_FIXED_SCHEMA[name])
+        return cls(
+            pl.DataFrame(list(cols.values())),
+            objective=objective,
+            direction=direction,
+            param_names=param_names,
+            metric_names=metric_names,
+            meta=meta,
+        )
+
+    # -- views ------------------------------------------------------------------------
+
+    @property
+    def trials(self) -> pl.DataFrame:
+        """Every trial, sorted by number."""
+        return self._trials
+
+    def __len__(self) -> int:
+        return self._trials.height
+
+    @property
+    def n_complete(self) -> int:
+        """Trials that finished."""
+        return int((self._trials["status"] == "complete").sum())
+
+    @property
+    def n_failed(self) -> int:
+        """Trials that failed after their retries."""
+        return int((self._trials["status"] == "failed").sum())
+
+    def top(self, k: int = 10) -> pl.DataFrame:
+        """The ``k`` best complete trials by the objective (NaN and null last, ties by number)."""
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        key = "__rank_key"  # NaN sorts as the largest float in polars; make it null to send it last
+        ranked = (
+            self._trials.filter(pl.col("status") == "complete")
+            .with_columns(pl.col(self.objective).fill_nan(None).alias(key))
+            .sort([key, "number"], descending=[self.direction == "maximize", False], nulls_last=True)
+            .drop(key)
+        )
+        return ranked.head(k)
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The best complete trial as ``{"number", "params", "metrics"}``; None when no trial has a finite-or-inf objective."""
+        row = self.top(1)
+        if row.height == 0:
+            return None
+        rec = row.row(0, named=True)
+        value = rec[self.objective]
+        if value is None or math.isnan(value):
+            return None
+        return {
+            "number": int(rec["number"]),
+            "params": {n: _clean(rec[n]) for n in self.param_names},
+            "metrics": {n: _clean(rec[n]) for n in self.metric_names},
+        }
+
+    @property
+    def best_params(self) -> dict[str, Any] | None:
+        """Parameters of :attr:`best`, or None."""
+        best = self.best
+        return None if best is None else best["params"]
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The trials table as a pandas DataFrame."""
+        return self._trials.to_pandas()
+
+    def __repr__(self) -> str:
+        best = self.best
+        if best is None:
+            head = "no complete trial"
+        else:
+            head = f"best #{best['number']} {self.objective}={best['metrics'][self.objective]:.6g} params={best['params']}"
+        return (
+            f"OptimizationResult({self.objective!r} {self.direction}, trials={len(self)}, "
+            f"complete={self.n_complete}, failed={self.n_failed}, {head})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, OptimizationResult):
+            return NotImplemented
+        return (
+            (self.objective, self.direction, self.param_names, self.metric_names, self.meta)
+            == (other.objective, other.direction, other.param_names, other.metric_names, other.meta)
+            and self._trials.equals(other._trials, null_equal=True)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable meta; equality is by value
+
+    # -- persistence ------------------------------------------------------------------
+
+    def to_parquet(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically (temp file in the same directory, then ``os.replace``); returns the path.
+
+        ``meta`` must be JSON-serializable; it is stored in the file's key-value metadata.
+        On any error the temp file is removed and an existing file at ``path`` is untouched.
+        """
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                header = {
+                    "format": _FORMAT_VERSION,
+                    "objective": self.objective,
+                    "direction": self.direction,
+                    "param_names": self.param_names,
+                    "metric_names": self.metric_names,
+                    "meta": self.meta,
+                }
+                encoded = json.dumps(header, allow_nan=True).encode()
+                table = self._trials.to_arrow()
+                table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: encoded})
+                pq.write_table(table, fh)
+                fh.flush()
+                os.fsync(fh.fileno())  # the bytes are on disk before the name points at them
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        return path
+
+    @classmethod
+    def read_parquet(cls, path: str | os.PathLike[str]) -> OptimizationResult:
+        """Read a file written by :meth:`to_parquet`."""
+        table: pa.Table = pq.read_table(path)
+        raw = (table.schema.metadata or {}).get(_META_KEY)
+        if raw is None:
+            raise SearchSpaceError(f"{path}: not an OptimizationResult file (no {_META_KEY.decode()} metadata)")
+        header = json.loads(raw)
+        if header.get("format") != _FORMAT_VERSION:
+            raise SearchSpaceError(f"{path}: unknown OptimizationResult format {header.get('format')!r}")
+        frame = pl.from_arrow(table.replace_schema_metadata(None))
+        assert isinstance(frame, pl.DataFrame)
+        return cls(
+            frame,
+            objective=header["objective"],
+            direction=header["direction"],
+            param_names=header["param_names"],
+            metric_names=header["metric_names"],
+            meta=header["meta"],
+        )

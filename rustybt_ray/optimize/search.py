@@ -1,0 +1,295 @@
+"""The ask/tell protocol every search algorithm speaks, and the grid and random searches.
+
+The optimizer calls :meth:`SearchAlgorithm.start` once, then alternates
+:meth:`~SearchAlgorithm.ask` (hand out new trials) and :meth:`~SearchAlgorithm.tell`
+(report a finished trial) until :attr:`~SearchAlgorithm.is_finished`. An algorithm that
+must wait for results (a Bayesian sampler) simply returns fewer trials, or none.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rustybt_ray.errors import SearchSpaceError
+from rustybt_ray.optimize.space import ContinuousParameter, ParameterSpace
+
+DIRECTIONS = ("maximize", "minimize")
+STATUSES = ("complete", "failed")
+# Grid points given to a continuous parameter when the user gave no count; the guide's
+# GridSearchAlgorithm(param_space) example relies on it.
+DEFAULT_GRID_POINTS = 5
+
+
+@dataclass(frozen=True)
+class TrialRequest:
+    """A trial handed out by :meth:`SearchAlgorithm.ask`."""
+
+    number: int
+    """0, 1, 2, ... unique within a run, in ask order."""
+    params: dict[str, Any]
+
+
+class SearchAlgorithm(abc.ABC):
+    """Base of all search algorithms: numbering, tell bookkeeping and the best trial so far.
+
+    Subclasses create trials with :meth:`_new_trial` and record results with :meth:`_record`.
+    """
+
+    # Class-level defaults so a subclass that skips ``super().__init__()`` still works.
+    _objectives: tuple[tuple[str, str], ...] = ()
+    _space: ParameterSpace | None = None
+
+    def start(self, space: ParameterSpace | None, objectives: Sequence[tuple[str, str]]) -> None:
+        """Called once by the optimizer before the first ask; ``objectives`` are ``(name, direction)`` pairs.
+
+        A space given to the constructor wins over ``space``.
+        """
+        objs = tuple((str(n), str(d)) for n, d in objectives)
+        for name, direction in objs:
+            if direction not in DIRECTIONS:
+                raise SearchSpaceError(f"objective {name!r}: direction must be 'maximize' or 'minimize', got {direction!r}")
+        self._objectives = objs
+        if self._space is None:
+            self._space = space
+
+    @property
+    def objectives(self) -> tuple[tuple[str, str], ...]:
+        """The ``(name, direction)`` pairs given to :meth:`start`."""
+        return self._objectives
+
+    @property
+    def space(self) -> ParameterSpace | None:
+        """The parameter space searched, once known."""
+        return self._space
+
+    @abc.abstractmethod
+    def ask(self, n: int = 1) -> list[TrialRequest]:
+        """Up to ``n`` new trials; fewer (even none) when it must wait for results."""
+
+    @abc.abstractmethod
+    def tell(self, number: int, values: Sequence[float] | None, status: str) -> None:
+        """Report trial ``number``: ``status`` "complete" with one value per objective, or "failed" with None."""
+
+    @property
+    @abc.abstractmethod
+    def is_finished(self) -> bool:
+        """True when :meth:`ask` will never return a trial again."""
+
+    @property
+    def n_total(self) -> int | None:
+        """The total number of trials if known in advance (for progress bars), else None."""
+        return None
+
+    # -- bookkeeping shared by subclasses -----------------------------------------------
+
+    @property
+    def n_asked(self) -> int:
+        """Trials handed out so far."""
+        return self.__dict__.get("_n_asked", 0)
+
+    @property
+    def n_told(self) -> int:
+        """Trials reported back so far."""
+        return len(self.__dict__.get("_told", ()))
+
+    @property
+    def best_number(self) -> int | None:
+        """Number of the best complete trial so far (first objective decides), or None."""
+        return self.__dict__.get("_best_number")
+
+    @property
+    def best_values(self) -> tuple[float, ...] | None:
+        """Objective values of :attr:`best_number`, or None."""
+        return self.__dict__.get("_best_values")
+
+    def _new_trial(self, params: dict[str, Any]) -> TrialRequest:
+        number = self.n_asked
+        self._n_asked = number + 1
+        return TrialRequest(number, params)
+
+    def _record(self, number: int, values: Sequence[float] | None, status: str) -> tuple[float, ...] | None:
+        """Check a tell and update the best trial; returns the values as floats (None when failed)."""
+        told: set[int] = self.__dict__.setdefault("_told", set())
+        if not isinstance(number, int) or not 0 <= number < self.n_asked:
+            raise SearchSpaceError(f"tell({number!r}): no such trial was asked (asked {self.n_asked})")
+        if number in told:
+            raise SearchSpaceError(f"tell({number}): trial {number} was already told")
+        if status not in STATUSES:
+            raise SearchSpaceError(f"tell({number}): status must be 'complete' or 'failed', got {status!r}")
+        if status == "failed":
+            told.add(number)
+            return None
+        if values is None:
+            raise SearchSpaceError(f"tell({number}): a complete trial needs its objective values")
+        vals = tuple(float(v) for v in values)
+        if self._objectives and len(vals) != len(self._objectives):
+            raise SearchSpaceError(
+                f"tell({number}): got {len(vals)} values for {len(self._objectives)} objectives {self._objectives}"
+            )
+        if not vals:
+            raise SearchSpaceError(f"tell({number}): a complete trial needs at least one value")
+        told.add(number)
+        # Only the first objective ranks trials; with none declared, bigger is better.
+        maximize = not self._objectives or self._objectives[0][1] == "maximize"
+        v = vals[0]
+        if not math.isnan(v):
+            best = self.best_values
+            if best is None or (v > best[0] if maximize else v < best[0]):
+                self._best_number, self._best_values = number, vals
+        return vals
+
+
+class GridSearchAlgorithm(SearchAlgorithm):
+    """Every combination of the space's grid, in :meth:`ParameterSpace.grid` order.
+
+    ``points`` gives continuous parameters their number of grid points (an int for all,
+    or per name); a continuous parameter without one gets 5 and a :class:`UserWarning`.
+    """
+
+    def __init__(self, param_space: ParameterSpace | None = None, points: int | Mapping[str, int] | None = None) -> None:
+        self._space = param_space
+        self._points_arg = points
+        self._points: int | dict[str, int] | None = None
+        self._iter: Iterator[dict[str, Any]] | None = None
+        self._pending: list[dict[str, Any]] = []  # one-item look-ahead, so is_finished is exact
+        self._total: int | None = None
+        if param_space is not None:
+            self._prepare(param_space, stacklevel=3)
+
+    def _prepare(self, space: ParameterSpace, stacklevel: int) -> None:
+        points = self._points_arg
+        missing = [
+            p.name for p in space
+            if isinstance(p, ContinuousParameter) and not (isinstance(points, int) or (isinstance(points, Mapping) and p.name in points))
+        ]
+        if missing:
+            base = dict(points) if isinstance(points, Mapping) else {}
+            base.update({name: DEFAULT_GRID_POINTS for name in missing})
+            points = base
+            hint = ", ".join(f"{n!r}: k" for n in missing)
+            warnings.warn(
+                f"GridSearchAlgorithm: continuous parameter(s) {', '.join(missing)} have no grid point count; "
+                f"using {DEFAULT_GRID_POINTS} evenly spaced values each. Pass points={{{hint}}} to choose.",
+                UserWarning,
+                stacklevel=stacklevel,
+            )
+        space.grid_size(points)  # raises now on a bad points argument, not at the first ask
+        self._points = points
+
+    def _grid(self) -> Iterator[dict[str, Any]]:
+        if self._iter is None:
+            if self._space is None:
+                raise SearchSpaceError("GridSearchAlgorithm has no parameter space: pass one to the constructor or start()")
+            if self._points is None:
+                self._prepare(self._space, stacklevel=4)
+            self._iter = self._space.grid(self._points)
+        return self._iter
+
+    def start(self, space: ParameterSpace | None, objectives: Sequence[tuple[str, str]]) -> None:
+        """Store the objectives; take ``space`` if the constructor had none."""
+        had_space = self._space is not None
+        super().start(space, objectives)
+        if not had_space and self._space is not None:
+            self._prepare(self._space, stacklevel=3)
+
+    def _fill(self) -> None:
+        if not self._pending:
+            nxt = next(self._grid(), None)
+            if nxt is not None:
+                self._pending.append(nxt)
+
+    def ask(self, n: int = 1) -> list[TrialRequest]:
+        """The next ``n`` grid points (fewer at the end of the grid)."""
+        out: list[TrialRequest] = []
+        while len(out) < n:
+            self._fill()
+            if not self._pending:
+                break
+            out.append(self._new_trial(self._pending.pop()))
+        return out
+
+    def tell(self, number: int, values: Sequence[float] | None, status: str) -> None:
+        """Record a result; the grid does not depend on it."""
+        self._record(number, values, status)
+
+    @property
+    def is_finished(self) -> bool:
+        """True once every grid point was asked."""
+        self._fill()
+        return not self._pending
+
+    @property
+    def n_total(self) -> int | None:
+        """Grid points that meet the constraints (counted once, by walking the grid)."""
+        if self._total is None and self._space is not None:
+            self._grid()  # resolves points
+            if self._space.constraints:
+                self._total = sum(1 for _ in self._space.grid(self._points))
+            else:
+                self._total = self._space.grid_size(self._points)
+        return self._total
+
+
+class RandomSearchAlgorithm(SearchAlgorithm):
+    """``n_trials`` points drawn uniformly (log-uniformly for ``log`` parameters) under the constraints.
+
+    Trial ``i`` is drawn from ``np.random.default_rng([seed, i])``, so its parameters depend
+    only on the seed and ``i``, not on how many trials are asked at once. Also callable as
+    ``RandomSearchAlgorithm(n_trials, seed)`` with the space given to :meth:`start`.
+    """
+
+    def __init__(
+        self,
+        param_space: ParameterSpace | int | None = None,
+        n_trials: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if isinstance(param_space, int) and not isinstance(param_space, bool):
+            # The RandomSearchAlgorithm(n_trials, seed) form: shift the positional arguments.
+            if seed is not None and n_trials is not None:
+                raise TypeError("RandomSearchAlgorithm(n_trials, seed): too many arguments")
+            param_space, n_trials, seed = None, param_space, n_trials if seed is None else seed
+        if param_space is not None and not isinstance(param_space, ParameterSpace):
+            raise SearchSpaceError(f"param_space must be a ParameterSpace, got {param_space!r}")
+        if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+            raise SearchSpaceError(f"n_trials must be an int >= 1, got {n_trials!r}")
+        if seed is None:
+            # Fresh entropy, kept, so a run without a seed can still be reproduced from .seed.
+            seed = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise SearchSpaceError(f"seed must be an int >= 0, got {seed!r}")
+        self._space = param_space
+        self.n_trials = n_trials
+        self.seed = seed
+
+    def params_for(self, i: int) -> dict[str, Any]:
+        """The parameters of trial ``i``, a pure function of (seed, i)."""
+        if self._space is None:
+            raise SearchSpaceError("RandomSearchAlgorithm has no parameter space: pass one to the constructor or start()")
+        return self._space.sample(np.random.default_rng([self.seed, i]))
+
+    def ask(self, n: int = 1) -> list[TrialRequest]:
+        """The next ``n`` random points (fewer once ``n_trials`` were asked)."""
+        count = max(0, min(n, self.n_trials - self.n_asked))
+        return [self._new_trial(self.params_for(self.n_asked)) for _ in range(count)]
+
+    def tell(self, number: int, values: Sequence[float] | None, status: str) -> None:
+        """Record a result; the draws do not depend on it."""
+        self._record(number, values, status)
+
+    @property
+    def is_finished(self) -> bool:
+        """True once ``n_trials`` were asked."""
+        return self.n_asked >= self.n_trials
+
+    @property
+    def n_total(self) -> int | None:
+        """``n_trials``."""
+        return self.n_trials

@@ -1,0 +1,416 @@
+"""Parameter spaces: the values a sweep may give a strategy's parameters.
+
+A :class:`ParameterSpace` holds :class:`DiscreteParameter`, :class:`ContinuousParameter`
+and :class:`CategoricalParameter` objects plus constraints, and can enumerate a grid,
+draw a random sample, or describe itself as Optuna distributions.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import operator
+import keyword
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+import optuna.distributions as od
+
+from rustybt_ray.errors import SearchSpaceError
+
+# Columns of an OptimizationResult's trial table; a parameter with one of these names
+# would collide with them, so the space rejects it up front rather than after a sweep.
+RESERVED_NAMES = frozenset({"number", "status", "error", "duration_s", "worker", "attempts"})
+
+# Float grids are computed as min + i*step and rounded to this many decimals, so that
+# 0.1 + 2*0.1 is 0.3 and not 0.30000000000000004.
+_DECIMALS = 12
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
+        raise SearchSpaceError(
+            f"parameter name {name!r} is not allowed: it must be a public Python identifier (like 'lookback')"
+        )
+    if name in RESERVED_NAMES:
+        raise SearchSpaceError(f"parameter name {name!r} is reserved for a column of the results table")
+
+
+def _check_number(name: str, what: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SearchSpaceError(f"parameter {name!r}: {what} must be a finite number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DiscreteParameter:
+    """Values ``min_value, min_value + step, ...`` up to and including ``max_value`` when it is on the grid.
+
+    The values are ints when ``min_value`` and ``step`` are ints, floats otherwise.
+    """
+
+    name: str
+    min_value: int | float
+    max_value: int | float
+    step: int | float = 1
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        for what in ("min_value", "max_value", "step"):
+            _check_number(self.name, what, getattr(self, what))
+        if self.min_value > self.max_value:
+            raise SearchSpaceError(
+                f"parameter {self.name!r}: empty range, min_value {self.min_value!r} > max_value {self.max_value!r}"
+            )
+        if self.step <= 0:
+            raise SearchSpaceError(f"parameter {self.name!r}: step must be > 0, got {self.step!r}")
+
+    @property
+    def is_int(self) -> bool:
+        """True when every value is an int."""
+        return isinstance(self.min_value, int) and isinstance(self.step, int)
+
+    def __len__(self) -> int:
+        if self.is_int:
+            return (math.floor(self.max_value) - self.min_value) // self.step + 1
+        # The tiny slack keeps (0.3 - 0.1) / 0.1 = 1.9999999999999998 from losing 0.3.
+        return int(math.floor((self.max_value - self.min_value) / self.step + 1e-9)) + 1
+
+    def value_at(self, i: int) -> int | float:
+        """The ``i``-th value (0-based)."""
+        if self.is_int:
+            return self.min_value + i * self.step
+        return min(round(self.min_value + i * self.step, _DECIMALS), float(self.max_value))
+
+    @property
+    def values(self) -> tuple[int | float, ...]:
+        """All values, in increasing order."""
+        return tuple(self.value_at(i) for i in range(len(self)))
+
+    def sample(self, rng: np.random.Generator) -> int | float:
+        """One value drawn uniformly."""
+        return self.value_at(int(rng.integers(len(self))))
+
+
+@dataclass(frozen=True)
+class ContinuousParameter:
+    """A real value in ``[min_value, max_value]``; with ``log=True`` sampled and gridded geometrically."""
+
+    name: str
+    min_value: float
+    max_value: float
+    log: bool = False
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        for what in ("min_value", "max_value"):
+            _check_number(self.name, what, getattr(self, what))
+        if self.min_value > self.max_value:
+            raise SearchSpaceError(
+                f"parameter {self.name!r}: empty range, min_value {self.min_value!r} > max_value {self.max_value!r}"
+            )
+        if self.log and self.min_value <= 0:
+            raise SearchSpaceError(f"parameter {self.name!r}: log=True needs min_value > 0, got {self.min_value!r}")
+
+    def grid_values(self, points: int) -> tuple[float, ...]:
+        """``points`` values evenly spaced (geometrically if ``log``) including both ends."""
+        if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+            raise SearchSpaceError(f"parameter {self.name!r}: the point count must be an int >= 1, got {points!r}")
+        lo, hi = float(self.min_value), float(self.max_value)
+        if points == 1:
+            if lo != hi:
+                raise SearchSpaceError(
+                    f"parameter {self.name!r}: 1 grid point cannot include both ends; give at least 2"
+                )
+            return (lo,)
+        raw = np.geomspace(lo, hi, points) if self.log else np.linspace(lo, hi, points)
+        vals = [round(float(v), _DECIMALS) for v in raw]
+        vals[0], vals[-1] = lo, hi  # the ends exactly, whatever the rounding did
+        return tuple(vals)
+
+    def sample(self, rng: np.random.Generator) -> float:
+        """One value drawn uniformly (log-uniformly if ``log``)."""
+        lo, hi = float(self.min_value), float(self.max_value)
+        v = math.exp(rng.uniform(math.log(lo), math.log(hi))) if self.log else rng.uniform(lo, hi)
+        return min(max(float(v), lo), hi)  # exp(log(x)) may step outside by an ulp
+
+
+@dataclass(frozen=True)
+class CategoricalParameter:
+    """One of a fixed sequence of ``choices``, in the given order."""
+
+    name: str
+    choices: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        if isinstance(self.choices, (str, bytes)) or not isinstance(self.choices, Sequence):
+            raise SearchSpaceError(f"parameter {self.name!r}: choices must be a list or tuple, got {self.choices!r}")
+        object.__setattr__(self, "choices", tuple(self.choices))
+        if not self.choices:
+            raise SearchSpaceError(f"parameter {self.name!r}: choices are empty")
+        for i, a in enumerate(self.choices):
+            for b in self.choices[:i]:
+                # True == 1 in Python, but as parameter values they are different choices.
+                if isinstance(a, bool) == isinstance(b, bool) and a == b:
+                    raise SearchSpaceError(f"parameter {self.name!r}: duplicate choice {a!r}")
+
+    def __len__(self) -> int:
+        return len(self.choices)
+
+    @property
+    def values(self) -> tuple[Any, ...]:
+        """The choices."""
+        return self.choices
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        """One choice drawn uniformly."""
+        return self.choices[int(rng.integers(len(self.choices)))]
+
+
+
+# -- constraints --------------------------------------------------------------------------
+
+_BINOPS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+}
+_CMPOPS: dict[type, Callable[[Any, Any], bool]] = {
+    ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
+    ast.Eq: operator.eq, ast.NotEq: operator.ne,
+}
+_UNARY: dict[type, Callable[[Any], Any]] = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
+# A power with a huge exponent (9**9**9) would hang the sweep; constraints never need one.
+_MAX_EXPONENT = 64
+
+
+def _check_node(node: ast.AST, names: Mapping[str, Any], source: str) -> None:
+    """Reject, at construction, anything but names of the space, numbers/strings, arithmetic, comparisons, and/or/not."""
+    for sub in ast.walk(node):
+        if isinstance(sub, (ast.Expression, ast.Load, ast.And, ast.Or)) or type(sub) in _BINOPS \
+                or type(sub) in _CMPOPS or type(sub) in _UNARY:
+            continue
+        if isinstance(sub, (ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp)):
+            continue  # their operators are checked as their own nodes above
+        if isinstance(sub, ast.Name):
+            if sub.id not in names:
+                raise SearchSpaceError(
+                    f"constraint {source!r}: unknown name {sub.id!r}; the space has {', '.join(names)}"
+                )
+            continue
+        if isinstance(sub, ast.Constant) and isinstance(sub.value, (int, float, str)) \
+                and not isinstance(sub.value, bool):
+            continue
+        raise SearchSpaceError(
+            f"constraint {source!r}: {type(sub).__name__} is not allowed; use parameter names, numbers, "
+            "arithmetic (+ - * / // % **), comparisons (< <= > >= == !=) and and/or/not"
+        )
+
+
+def _evaluate(node: ast.AST, params: Mapping[str, Any]) -> Any:
+    """Evaluate an AST that :func:`_check_node` accepted."""
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body, params)
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return params[node.id]
+    if isinstance(node, ast.UnaryOp):
+        return _UNARY[type(node.op)](_evaluate(node.operand, params))
+    if isinstance(node, ast.BinOp):
+        left, right = _evaluate(node.left, params), _evaluate(node.right, params)
+        if isinstance(node.op, ast.Pow) and isinstance(right, (int, float)) and abs(right) > _MAX_EXPONENT:
+            raise ValueError(f"exponent {right!r} is larger than {_MAX_EXPONENT}")
+        return _BINOPS[type(node.op)](left, right)
+    if isinstance(node, ast.BoolOp):
+        values = (_evaluate(v, params) for v in node.values)
+        return all(values) if isinstance(node.op, ast.And) else any(values)
+    if isinstance(node, ast.Compare):
+        left = _evaluate(node.left, params)
+        for op, comp in zip(node.ops, node.comparators):
+            right = _evaluate(comp, params)
+            if not _CMPOPS[type(op)](left, right):
+                return False
+            left = right
+        return True
+    raise AssertionError(f"unchecked node {type(node).__name__}")  # _check_node lets none through
+
+
+class Constraint:
+    """A compiled constraint: call it with a params dict to get a bool."""
+
+    def __init__(self, source: str | Callable[[Mapping[str, Any]], bool], names: Mapping[str, Any]) -> None:
+        self.source = source
+        self._tree: ast.Expression | None = None
+        if isinstance(source, str):
+            try:
+                tree = ast.parse(source.strip(), mode="eval")
+            except SyntaxError as exc:
+                raise SearchSpaceError(f"constraint {source!r} is not a valid expression: {exc.msg}") from None
+            _check_node(tree, names, source)
+            self._tree = tree
+        elif not callable(source):
+            raise SearchSpaceError(f"a constraint must be a string or a callable params -> bool, got {source!r}")
+
+    def __call__(self, params: Mapping[str, Any]) -> bool:
+        try:
+            if self._tree is not None:
+                return bool(_evaluate(self._tree, params))
+            return bool(self.source(params))  # type: ignore[operator]
+        except Exception as exc:
+            raise SearchSpaceError(f"constraint {self.source!r} failed on {dict(params)!r}: {exc!r}") from exc
+
+    def __repr__(self) -> str:
+        return f"Constraint({self.source!r})"
+
+
+Parameter = Union[DiscreteParameter, ContinuousParameter, CategoricalParameter]
+ConstraintLike = Union[str, Callable[[Mapping[str, Any]], bool]]
+
+
+class ParameterSpace:
+    """An ordered set of parameters and the constraints their values must satisfy together.
+
+    ``constraints`` are callables ``params -> bool`` or expressions such as ``"fast < slow"``
+    over the space's names, numbers, arithmetic and comparisons (parsed, never ``eval``-ed).
+    """
+
+    def __init__(self, parameters: Sequence[Parameter], constraints: Sequence[ConstraintLike] = ()) -> None:
+        params = list(parameters)
+        if not params:
+            raise SearchSpaceError("a ParameterSpace needs at least one parameter")
+        seen: set[str] = set()
+        for p in params:
+            if not isinstance(p, (DiscreteParameter, ContinuousParameter, CategoricalParameter)):
+                raise SearchSpaceError(f"not a parameter: {p!r}")
+            if p.name in seen:
+                raise SearchSpaceError(f"duplicate parameter name {p.name!r}")
+            seen.add(p.name)
+        self._params: tuple[Parameter, ...] = tuple(params)
+        self._by_name = {p.name: p for p in params}
+        self._constraints: tuple[Constraint, ...] = tuple(Constraint(c, self._by_name) for c in constraints)
+
+    # -- container protocol -----------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        """Parameter names, in order."""
+        return [p.name for p in self._params]
+
+    @property
+    def parameters(self) -> tuple[Parameter, ...]:
+        """The parameters, in order."""
+        return self._params
+
+    @property
+    def constraints(self) -> tuple[Constraint, ...]:
+        """The compiled constraints (each callable on a params dict)."""
+        return self._constraints
+
+    def __iter__(self) -> Iterator[Parameter]:
+        return iter(self._params)
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+    def get(self, name: str) -> Parameter:
+        """The parameter called ``name``; :class:`SearchSpaceError` if there is none."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise SearchSpaceError(f"no parameter {name!r} in the space; it has {', '.join(self.names)}") from None
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(p) for p in self._params)
+        extra = f", constraints={[c.source for c in self._constraints]!r}" if self._constraints else ""
+        return f"ParameterSpace([{inner}]{extra})"
+
+    # -- constraints ------------------------------------------------------------------
+
+    def satisfies(self, params: Mapping[str, Any]) -> bool:
+        """True when every constraint holds for ``params``."""
+        return all(c(params) for c in self._constraints)
+
+    # -- grid -------------------------------------------------------------------------
+
+    def _axes(self, points: int | Mapping[str, int] | None) -> list[tuple[Any, ...]]:
+        if isinstance(points, Mapping):
+            for name in points:
+                if not isinstance(self.get(name), ContinuousParameter):
+                    raise SearchSpaceError(
+                        f"points[{name!r}]: only continuous parameters take a point count; "
+                        f"{name!r} already has its values"
+                    )
+        axes: list[tuple[Any, ...]] = []
+        for p in self._params:
+            if isinstance(p, ContinuousParameter):
+                k = points.get(p.name) if isinstance(points, Mapping) else points
+                if k is None:
+                    raise SearchSpaceError(
+                        f"continuous parameter {p.name!r} needs a number of grid points: "
+                        f"pass points={{{p.name!r}: 5}} (or points=5 for every continuous parameter)"
+                    )
+                axes.append(p.grid_values(k))
+            else:
+                axes.append(p.values)
+        return axes
+
+    def grid(self, points: int | Mapping[str, int] | None = None) -> Iterator[dict[str, Any]]:
+        """Every combination, in parameter order (the last parameter varies fastest), that meets the constraints.
+
+        Continuous parameters get ``points`` evenly spaced values (an int for all, or per name).
+        """
+        names = self.names
+        for combo in itertools.product(*self._axes(points)):
+            params = dict(zip(names, combo))
+            if self.satisfies(params):
+                yield params
+
+    def grid_size(self, points: int | Mapping[str, int] | None = None) -> int:
+        """The number of grid combinations before constraints are applied."""
+        return math.prod(len(axis) for axis in self._axes(points))
+
+    # -- sampling ---------------------------------------------------------------------
+
+    def sample(self, rng: np.random.Generator, max_tries: int = 1000) -> dict[str, Any]:
+        """One point drawn uniformly (log-uniformly for ``log`` parameters) among those meeting the constraints."""
+        for _ in range(max_tries):
+            params = {p.name: p.sample(rng) for p in self._params}
+            if self.satisfies(params):
+                return params
+        raise SearchSpaceError(
+            f"no random point met the constraints {[c.source for c in self._constraints]} in {max_tries} tries; "
+            "check that they can be met together, or use a grid search"
+        )
+
+    # -- strategies and Optuna --------------------------------------------------------
+
+    def unconfirmed_names(self, strategy_cls: type) -> list[str]:
+        """Names of the space that are not class-attribute parameters of ``strategy_cls``.
+
+        A strategy may declare a parameter only by assigning it in ``initialize``, so these
+        names are not errors yet: the optimizer confirms them with a dry run.
+        """
+        get = getattr(strategy_cls, "parameters", None)
+        if not callable(get):
+            raise SearchSpaceError(f"{strategy_cls!r} has no parameters() method; is it a TradingAlgorithm?")
+        known = get()
+        return [n for n in self.names if n not in known]
+
+    def to_optuna_distributions(self) -> dict[str, od.BaseDistribution]:
+        """Each parameter as the Optuna distribution with exactly the same values."""
+        out: dict[str, od.BaseDistribution] = {}
+        for p in self._params:
+            if isinstance(p, DiscreteParameter):
+                last = p.value_at(len(p) - 1)  # Optuna wants high on the step grid
+                if p.is_int:
+                    out[p.name] = od.IntDistribution(int(p.min_value), int(last), step=int(p.step))
+                else:
+                    out[p.name] = od.FloatDistribution(float(p.min_value), float(last), step=float(p.step))
+            elif isinstance(p, ContinuousParameter):
+                out[p.name] = od.FloatDistribution(float(p.min_value), float(p.max_value), log=p.log)
+            else:
+                out[p.name] = od.CategoricalDistribution(p.choices)
+        return out
