@@ -165,6 +165,11 @@ class GridSearchAlgorithm(SearchAlgorithm):
 
     def _prepare(self, space: ParameterSpace, stacklevel: int) -> None:
         points = self._points_arg
+        if isinstance(points, Mapping):
+            # Bad names first, so the error is not preceded by a misleading warning.
+            space.grid_size({n: k for n, k in points.items()} | {
+                p.name: 2 for p in space if isinstance(p, ContinuousParameter) and p.name not in points
+            })
         missing = [
             p.name for p in space
             if isinstance(p, ContinuousParameter) and not (isinstance(points, int) or (isinstance(points, Mapping) and p.name in points))

@@ -119,12 +119,10 @@ class ContinuousParameter:
         if isinstance(points, bool) or not isinstance(points, int) or points < 1:
             raise SearchSpaceError(f"parameter {self.name!r}: the point count must be an int >= 1, got {points!r}")
         lo, hi = float(self.min_value), float(self.max_value)
+        if lo == hi:
+            return (lo,)  # a degenerate range has one value, not `points` copies of it
         if points == 1:
-            if lo != hi:
-                raise SearchSpaceError(
-                    f"parameter {self.name!r}: 1 grid point cannot include both ends; give at least 2"
-                )
-            return (lo,)
+            raise SearchSpaceError(f"parameter {self.name!r}: 1 grid point cannot include both ends; give at least 2")
         raw = np.geomspace(lo, hi, points) if self.log else np.linspace(lo, hi, points)
         vals = [round(float(v), _DECIMALS) for v in raw]
         vals[0], vals[-1] = lo, hi  # the ends exactly, whatever the rounding did
