@@ -1,0 +1,131 @@
+"""WorkerPool over real Ray: replacement of killed actors, reuse across jobs, caches, close."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import ray
+
+from conftest import make_spec
+from rustybt_ray.cluster import BundleStore, PersistentWorkerPool, WorkerPool, default_store
+from rustybt_ray.config import OptimizationConfig
+from rustybt_ray.engine.run import run_metrics
+from rustybt_ray.examples.sma_crossover import SmaCrossover, SmaCrossoverCached
+
+P = {"fast": 5, "slow": 20}
+
+
+def wait_dead(actor, timeout: float = 20.0) -> None:
+    """Until a call to ``actor`` fails with an actor error (Ray noticed the death)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.info.remote(), timeout=2)
+        except ray.exceptions.RayActorError:
+            return
+        except ray.exceptions.GetTimeoutError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("actor still answers")
+
+
+def test_killed_worker_is_replaced_prepared_with_a_new_id(ray_local, demo):
+    with WorkerPool(2) as pool:
+        spec = make_spec(pool, demo, SmaCrossover)
+        pool.prepare(spec)
+        infos = {i["worker"]: i for i in pool.info()}
+        assert set(infos) == {0, 1} == set(pool.workers)
+        victim = pool.workers[0]
+        os.kill(infos[0]["pid"], signal.SIGKILL)
+        wait_dead(victim)
+        assert pool.health_check() == [0]
+        assert set(pool.workers) == {1, 2}  # id 0 is never reused
+        new = pool.workers[2]
+        assert ray.get(new.info.remote())["bundles"] == [demo.version]  # prepared with the active job
+        [o] = ray.get(new.run_batch.remote(spec.job_id, [(0, P)]))
+        assert o.status == "complete" and o.worker == 2
+        assert o.metrics == run_metrics(SmaCrossover, demo, spec.start, spec.end, 100_000.0, P)[0]
+        assert pool.health_check(timeout_s=30) == []  # all healthy now
+        # A direct replace kills the old actor too.
+        old = pool.workers[1]
+        assert pool.replace(1) == 3 and set(pool.workers) == {2, 3}
+        wait_dead(old)
+
+
+def test_busy_worker_still_answers_health_checks(ray_local, demo):
+    class Slow(SmaCrossover):  # a local class: cloudpickle ships it by value
+        def initialize(self) -> None:
+            time.sleep(3.0)
+
+    with WorkerPool(1) as pool:
+        spec = make_spec(pool, demo, Slow)
+        pool.prepare(spec)
+        actor = pool.workers[0]
+        busy = [actor.run_batch.remote(spec.job_id, [(0, P)]) for _ in range(2)]
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        # Two 3 s batches are queued; the ping goes to the control group and answers at once.
+        assert pool.health_check(timeout_s=2.0) == []
+        assert time.perf_counter() - t0 < 2.0
+        assert set(pool.workers) == {0}
+        ray.cancel(busy[1])
+
+
+def test_close_kills_every_actor_and_is_idempotent(ray_local):
+    pool = PersistentWorkerPool(n_jobs=2)
+    actors = list(pool.workers.values())
+    assert len(actors) == 2
+    ray.get([a.info.remote() for a in actors])
+    pool.close()
+    pool.close()
+    assert pool.closed and pool.workers == {}
+    for a in actors:
+        wait_dead(a)
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.health_check()
+
+
+def test_one_pool_runs_two_jobs_and_keeps_its_cache(pool2, demo):
+    pool2.clear_cache()
+    wid, actor = min(pool2.workers.items())
+    first = make_spec(pool2, demo, SmaCrossoverCached)
+    second = make_spec(pool2, demo.slice("2010-01-01", "2012-12-31"), SmaCrossover, "2010-01-01", "2012-12-31")
+    pool2.prepare(first)
+    pool2.prepare(second)
+    assert set(pool2.active_jobs) >= {first.job_id, second.job_id}
+    a = ray.get(actor.run_batch.remote(first.job_id, [(0, P)]))[0]
+    after_first = pool2.cache_stats()
+    b = ray.get(actor.run_batch.remote(first.job_id, [(1, P)]))[0]
+    c = ray.get(actor.run_batch.remote(second.job_id, [(0, P)]))[0]
+    assert a.metrics == b.metrics and a.status == b.status == c.status == "complete"
+    stats = pool2.cache_stats()
+    # The second identical trial reused both moving averages from the first's cache.
+    assert stats["hits"] - after_first["hits"] == 2 and stats["misses"] == after_first["misses"] == 2
+    assert 0 < stats["hit_rate"] < 1 and stats["entries"] == 2 and stats["bytes"] > 0
+    mine = next(p for p in stats["per_worker"] if p["worker"] == wid)
+    assert mine["hits"] == 2 and len(stats["per_worker"]) == 2
+    pool2.release(first.job_id)
+    assert ray.get(actor.info.remote())["bundles"] == [second.bundle_version]  # the first job's bundle is dropped
+    pool2.release(second.job_id)
+    pool2.clear_cache()
+    assert pool2.cache_stats()["entries"] == 0
+
+
+def test_config_sets_cache_bounds_and_store(ray_local):
+    config = OptimizationConfig(enable_caching=False, cache_size_gb=0.5, lru_maxsize=7,
+                                enable_bundle_pooling=False, n_workers=1)
+    with WorkerPool(config=config) as pool:
+        [s] = pool.cache_stats()["per_worker"]
+        assert (s["max_bytes"], s["max_entries"]) == (config.cache_size_bytes, 7)
+        assert len(pool.workers) == 1
+        assert pool.store is not default_store() and not pool.store.enabled
+    with WorkerPool(1, OptimizationConfig(max_bundle_pool_size=3)) as pool:
+        assert pool.store is not default_store() and pool.store.max_entries == 3
+    mine = BundleStore(max_entries=5)
+    with WorkerPool(1, store=mine) as pool:
+        assert pool.store is mine
+    with pytest.raises(ValueError, match="disagree"):
+        WorkerPool(1, n_jobs=2)
