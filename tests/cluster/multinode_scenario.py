@@ -1,0 +1,68 @@
+"""Two-node Ray scenario for ``test_multinode.py``, run in its own process; prints one JSON line.
+
+It needs its own Ray session (a ``ray.cluster_utils.Cluster``), which cannot live in
+the test process beside the session-scoped local Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+
+import ray
+from ray.cluster_utils import Cluster
+
+from rustybt_ray.cluster import JobSpec, WorkerPool, default_store
+from rustybt_ray.data import load_bundle
+from rustybt_ray.examples.sma_crossover import SmaCrossover
+
+
+def main() -> dict:
+    """Start a 2-node cluster, run a pool on it, report where actors and bundle copies are."""
+    store_mb = 128 * 2**20
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": store_mb,
+                                                            "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1, object_store_memory=store_mb)
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        cluster.wait_for_nodes()
+        out: dict = {"nodes": sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])}
+        demo = load_bundle("demo")
+        with WorkerPool() as pool:  # default size: one per cluster CPU, so 2
+            ref = pool.store.put(demo)
+            spec = JobSpec(uuid.uuid4().hex, SmaCrossover, [ref], demo.version, "2015-01-01", "2015-12-31", 1e5)
+            pool.prepare(spec)
+            out["workers"] = len(pool.workers)
+            out["actor_nodes"] = sorted(i["node_id"] for i in pool.info())
+            # Locations are reported asynchronously; give the directory a moment.
+            for _ in range(50):
+                loc = ray.experimental.get_object_locations([ref])[ref]
+                if len(loc["node_ids"]) >= 2:
+                    break
+                time.sleep(0.1)
+            out["object_nodes"] = sorted(loc["node_ids"])
+            outcomes = ray.get([a.run_batch.remote(spec.job_id, [(0, {"fast": 5, "slow": 20})])
+                                for a in pool.workers.values()])
+            out["metrics_equal"] = outcomes[0][0].metrics == outcomes[1][0].metrics
+            out["statuses"] = [o[0].status for o in outcomes]
+            pool.release(spec.job_id)
+        # A new driver connection (new job on the same cluster): refs of the old one are dead,
+        # so the store must forget them and put again.
+        puts = default_store().stats()["puts"]
+        ray.shutdown()
+        out["entries_after_shutdown"] = len(default_store())
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        ref2 = default_store().put(demo)
+        out["put_again_after_reconnect"] = default_store().stats()["puts"] - puts
+        out["new_ref_works"] = ray.get(ref2).version == demo.version
+        ray.shutdown()
+        return out
+    finally:
+        cluster.shutdown()
+
+
+if __name__ == "__main__":
+    result = main()
+    sys.stdout.write("RESULT " + json.dumps(result) + "\n")

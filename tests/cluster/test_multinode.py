@@ -1,0 +1,45 @@
+"""A pool on a two-node cluster: actors spread over nodes, one bundle copy per node.
+
+The cluster needs its own Ray session, so the scenario runs in a subprocess
+(``multinode_scenario.py``) that prints its findings as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).with_name("multinode_scenario.py")
+
+
+@pytest.fixture(scope="module")
+def scenario() -> dict:
+    """Run the scenario once; its output is shared by the assertions below."""
+    proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=150)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"scenario failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def test_pool_spreads_one_actor_per_node(scenario):
+    assert len(scenario["nodes"]) == 2
+    assert scenario["workers"] == 2
+    assert scenario["actor_nodes"] == scenario["nodes"]  # SPREAD: one on each node
+
+
+def test_bundle_has_one_copy_per_node(scenario):
+    # Put once on the driver's node; preparing pulled it once into the other node's store.
+    assert scenario["object_nodes"] == scenario["nodes"]
+
+
+def test_trials_agree_across_nodes(scenario):
+    assert scenario["statuses"] == ["complete", "complete"] and scenario["metrics_equal"]
+
+
+def test_store_forgets_refs_of_a_previous_driver(scenario):
+    assert scenario["entries_after_shutdown"] == 0
+    assert scenario["put_again_after_reconnect"] == 1 and scenario["new_ref_works"]
