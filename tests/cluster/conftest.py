@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import ray
@@ -38,8 +38,15 @@ def pool2(ray_local: None) -> Iterator[WorkerPool]:
         yield pool
 
 
-def make_spec(pool: WorkerPool, bundle: Bundle, strategy: type, start: str = "2015-01-01",
-              end: str = "2016-12-31") -> JobSpec:
+def _make_spec(pool: WorkerPool, bundle: Bundle, strategy: type, start: str = "2015-01-01",
+               end: str = "2016-12-31") -> JobSpec:
     """A job spec for ``strategy`` on ``bundle``, its bundle put through the pool's store."""
     ref = pool.store.put(bundle)
     return JobSpec(uuid.uuid4().hex, strategy, [ref], bundle.version, start, end, 100_000.0)
+
+
+@pytest.fixture
+def make_spec() -> Callable[..., JobSpec]:
+    """``make_spec(pool, bundle, strategy, start=..., end=...)``: a fresh job spec (a fixture, since
+    test modules of several folders cannot all ``import conftest``)."""
+    return _make_spec

@@ -9,7 +9,6 @@ import time
 import pytest
 import ray
 
-from conftest import make_spec
 from rustybt_ray.cluster import BundleStore, PersistentWorkerPool, WorkerPool, default_store
 from rustybt_ray.config import OptimizationConfig
 from rustybt_ray.engine.run import run_metrics
@@ -32,7 +31,7 @@ def wait_dead(actor, timeout: float = 20.0) -> None:
     raise AssertionError("actor still answers")
 
 
-def test_killed_worker_is_replaced_prepared_with_a_new_id(ray_local, demo):
+def test_killed_worker_is_replaced_prepared_with_a_new_id(ray_local, demo, make_spec):
     with WorkerPool(2) as pool:
         spec = make_spec(pool, demo, SmaCrossover)
         pool.prepare(spec)
@@ -55,7 +54,7 @@ def test_killed_worker_is_replaced_prepared_with_a_new_id(ray_local, demo):
         wait_dead(old)
 
 
-def test_busy_worker_still_answers_health_checks(ray_local, demo):
+def test_busy_worker_still_answers_health_checks(ray_local, demo, make_spec):
     class Slow(SmaCrossover):  # a local class: cloudpickle ships it by value
         def initialize(self) -> None:
             time.sleep(3.0)
@@ -88,7 +87,7 @@ def test_close_kills_every_actor_and_is_idempotent(ray_local):
         pool.health_check()
 
 
-def test_one_pool_runs_two_jobs_and_keeps_its_cache(pool2, demo):
+def test_one_pool_runs_two_jobs_and_keeps_its_cache(pool2, demo, make_spec):
     pool2.clear_cache()
     wid, actor = min(pool2.workers.items())
     first = make_spec(pool2, demo, SmaCrossoverCached)

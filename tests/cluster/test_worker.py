@@ -9,7 +9,6 @@ import pytest
 import ray
 from ray import cloudpickle
 
-from conftest import make_spec
 from rustybt_ray.engine.run import run_metrics
 from rustybt_ray.examples.sma_crossover import SmaCrossover
 
@@ -49,7 +48,7 @@ def mapping_of(pid: int, address: int) -> dict[str, object]:
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
-def test_workers_on_a_node_share_one_read_only_buffer(pool2, demo):
+def test_workers_on_a_node_share_one_read_only_buffer(pool2, demo, make_spec):
     spec = make_spec(pool2, demo, SmaCrossover)
     pool2.prepare(spec)
     try:
@@ -72,7 +71,7 @@ def test_workers_on_a_node_share_one_read_only_buffer(pool2, demo):
         pool2.release(spec.job_id)
 
 
-def test_run_batch_matches_in_process_metrics(pool2, demo):
+def test_run_batch_matches_in_process_metrics(pool2, demo, make_spec):
     spec = make_spec(pool2, demo, SmaCrossover)
     pool2.prepare(spec)
     try:
@@ -88,7 +87,7 @@ def test_run_batch_matches_in_process_metrics(pool2, demo):
         pool2.release(spec.job_id)
 
 
-def test_strategy_exception_fails_only_its_trial(pool2, demo):
+def test_strategy_exception_fails_only_its_trial(pool2, demo, make_spec):
     spec = make_spec(pool2, demo, Fragile)
     pool2.prepare(spec)
     try:
