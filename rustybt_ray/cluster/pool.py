@@ -113,6 +113,9 @@ class WorkerPool:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this WorkerPool is closed")
+        if _current_session() != self._session:
+            # Its actors died with the Ray session they were started in.
+            raise RuntimeError("Ray was shut down or restarted since this WorkerPool started; create a new one")
 
     # -- jobs ----------------------------------------------------------------------------
 

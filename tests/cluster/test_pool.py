@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -128,3 +130,22 @@ def test_config_sets_cache_bounds_and_store(ray_local):
         assert pool.store is mine
     with pytest.raises(ValueError, match="disagree"):
         WorkerPool(1, n_jobs=2)
+
+
+def test_pool_refuses_work_after_a_ray_restart():
+    """Runs in a subprocess: restarting Ray here would take the session-scoped Ray down."""
+    code = (
+        "import ray\n"
+        "from rustybt_ray.cluster import WorkerPool\n"
+        "ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)\n"
+        "pool = WorkerPool(1)\n"
+        "ray.shutdown()\n"
+        "try:\n"
+        "    pool.health_check()\n"
+        "except RuntimeError as e:\n"
+        "    print('REFUSED', 'restarted' in str(e))\n"
+        "pool.close()\n"
+        "print('CLOSED', pool.closed)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert "REFUSED True" in out and "CLOSED True" in out, out
