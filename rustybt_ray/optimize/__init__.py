@@ -1,0 +1,24 @@
+"""Search spaces, ask/tell search algorithms, the parallel optimizer and its results."""
+
+from rustybt_ray.optimize.optimizer import ParallelOptimizer
+from rustybt_ray.optimize.result import OptimizationResult
+from rustybt_ray.optimize.search import GridSearchAlgorithm, RandomSearchAlgorithm, SearchAlgorithm, TrialRequest
+from rustybt_ray.optimize.space import (
+    CategoricalParameter,
+    ContinuousParameter,
+    DiscreteParameter,
+    ParameterSpace,
+)
+
+__all__ = [
+    "CategoricalParameter",
+    "ContinuousParameter",
+    "DiscreteParameter",
+    "GridSearchAlgorithm",
+    "OptimizationResult",
+    "ParallelOptimizer",
+    "ParameterSpace",
+    "RandomSearchAlgorithm",
+    "SearchAlgorithm",
+    "TrialRequest",
+]

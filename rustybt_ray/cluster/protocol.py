@@ -1,0 +1,50 @@
+"""What the driver and the worker actors exchange: a job spec once, then trial batches.
+
+Kept small and plain (dataclasses of builtins), so a batch round trip costs little
+beyond Ray's own per-call overhead, and the strategy class is shipped once per job
+and actor, not once per trial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rustybt_ray.engine.costs import CommissionModel, SlippageModel
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a worker needs to run any trial of one optimizer run, except the parameters.
+
+    ``bundle_ref`` holds the bundle's ``ObjectRef`` inside a list: Ray resolves
+    top-level ``ObjectRef`` arguments before a call, and the worker must resolve it
+    itself, once, to keep the zero-copy view for the whole job.
+    """
+
+    job_id: str
+    strategy: type
+    bundle_ref: list[Any]
+    bundle_version: str
+    start: Any
+    end: Any
+    capital_base: float
+    commission: CommissionModel | None = None
+    slippage: SlippageModel | None = None
+    fill_price: str = "open"
+    with_returns: bool = False
+
+
+@dataclass
+class TrialOutcome:
+    """The result of one trial as a worker reports it."""
+
+    number: int
+    params: dict[str, Any]
+    status: str  #: "complete" or "failed"
+    metrics: dict[str, float] | None
+    error: str | None
+    duration_s: float
+    worker: int
+    returns: Any = None  #: float32 per-bar returns when the job asked for them
+    extra: dict[str, Any] = field(default_factory=dict)

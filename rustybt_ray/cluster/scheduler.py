@@ -1,0 +1,237 @@
+"""The scheduler: feeds trials from a search to the worker actors, in measured batches.
+
+The driver only schedules; actors own the state. The loop:
+
+- asks the trial source for as many trials as fill every live actor up to
+  ``batches_in_flight`` batches, so no actor idles while the driver thinks, and
+  sampling overlaps execution (the next batch is queued before the last finishes);
+- sizes batches from the measured trial time, so one actor call does at least
+  ``min_batch_seconds`` of work and Ray's per-call cost (~1 ms) is amortized;
+- streams results back with ``ray.wait``, telling the source as they arrive;
+- when an actor dies (killed, out of memory, node lost), replaces it and retries
+  its in-flight trials on live actors, up to ``max_retries`` times each. A strategy
+  exception is not a death: it comes back as a failed trial and is not retried.
+
+``cluster`` knows nothing of Optuna: a source is anything with ``ask``/``tell``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
+
+from rustybt_ray.cluster.protocol import JobSpec, TrialOutcome
+
+
+class TrialSource(Protocol):
+    """Where trials come from and results go: the scheduler's view of a search algorithm."""
+
+    def ask(self, n: int) -> list[tuple[int, dict[str, Any]]]:
+        """Up to ``n`` new ``(number, params)`` trials; fewer or none when it must wait."""
+        ...
+
+    def tell(self, outcome: TrialOutcome) -> None:
+        """Record a finished (complete or failed) trial."""
+        ...
+
+    @property
+    def is_finished(self) -> bool:
+        """True when ``ask`` will never return a trial again."""
+        ...
+
+
+@dataclass
+class SchedulerStats:
+    """What one scheduling run did (for benchmarks and tests)."""
+
+    batches: int = 0
+    trials: int = 0
+    retried: int = 0
+    workers_replaced: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+    driver_busy_s: float = 0.0  #: driver time outside ``ray.wait`` (its overhead)
+    wall_s: float = 0.0
+
+
+class Scheduler:
+    """Runs one job's trials on a :class:`~rustybt_ray.cluster.pool.WorkerPool`.
+
+    Args:
+        pool: the live worker pool; the job must already be prepared on it.
+        spec: the job.
+        min_batch_seconds: target work per actor call.
+        max_batch_size: cap on trials per call.
+        batches_in_flight: batches queued per actor.
+        max_retries: how often a trial whose actor died is retried before it is failed.
+        on_result: called with each outcome as it arrives (progress bars).
+    """
+
+    def __init__(
+        self,
+        pool: Any,
+        spec: JobSpec,
+        *,
+        min_batch_seconds: float = 0.05,
+        max_batch_size: int = 256,
+        batches_in_flight: int = 2,
+        max_retries: int = 3,
+        health_check_interval_s: float = 10.0,
+        on_result: Callable[[TrialOutcome], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.spec = spec
+        self.min_batch_seconds = min_batch_seconds
+        self.max_batch_size = max_batch_size
+        self.batches_in_flight = batches_in_flight
+        self.max_retries = max_retries
+        self.health_check_interval_s = health_check_interval_s
+        self.on_result = on_result
+        self.stats = SchedulerStats()
+        self._trial_s: float | None = None  # running mean of measured trial time
+
+    def batch_size(self) -> int:
+        """Trials per actor call: enough for ``min_batch_seconds`` of work, measured as results arrive.
+
+        Until the first results arrive, batches hold one trial so timing starts at once.
+        """
+        if self._trial_s is None or self._trial_s <= 0:
+            return 1
+        return max(1, min(self.max_batch_size, math.ceil(self.min_batch_seconds / self._trial_s)))
+
+    def run(self, source: TrialSource) -> dict[int, tuple[TrialOutcome, int]]:
+        """Run trials until the source is finished and nothing is in flight.
+
+        Returns ``{number: (outcome, attempts)}``: every trial asked has exactly one entry.
+        """
+        t_start = time.perf_counter()
+        busy = 0.0
+        job_id = self.spec.job_id
+        inflight: dict[Any, tuple[int, list[tuple[int, dict[str, Any]]]]] = {}
+        per_worker: dict[int, int] = {}
+        retry: deque[tuple[int, dict[str, Any]]] = deque()
+        attempts: dict[int, int] = {}
+        results: dict[int, tuple[TrialOutcome, int]] = {}
+        last_health = time.monotonic()
+        t0 = time.perf_counter()
+        while True:
+            # Keep every live actor supplied.
+            asked_any = True
+            while asked_any:
+                asked_any = False
+                for wid, actor in list(self.pool.workers.items()):
+                    if per_worker.get(wid, 0) >= self.batches_in_flight:
+                        continue
+                    n = self.batch_size()
+                    trials = [retry.popleft() for _ in range(min(n, len(retry)))]
+                    if len(trials) < n and not source.is_finished:
+                        trials += source.ask(n - len(trials))
+                    if not trials:
+                        continue
+                    for number, _ in trials:
+                        attempts[number] = attempts.get(number, 0) + 1
+                    ref = actor.run_batch.remote(job_id, trials)
+                    inflight[ref] = (wid, trials)
+                    per_worker[wid] = per_worker.get(wid, 0) + 1
+                    self.stats.batches += 1
+                    self.stats.batch_sizes.append(len(trials))
+                    asked_any = True
+            if not inflight:
+                if retry and not self.pool.workers:
+                    raise RuntimeError("no live workers left to retry trials on")
+                if source.is_finished and not retry:
+                    break
+                if not retry:
+                    # The source is waiting for results it will never get: nothing is running.
+                    raise RuntimeError("the search algorithm returned no trials and nothing is running")
+                continue
+            busy += time.perf_counter() - t0
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.health_check_interval_s)
+            t0 = time.perf_counter()
+            if not ready:
+                if time.monotonic() - last_health >= self.health_check_interval_s:
+                    self._health_check(inflight, per_worker, retry, attempts, results, source)
+                    last_health = time.monotonic()
+                continue
+            for ref in ready:
+                wid, trials = inflight.pop(ref)
+                per_worker[wid] -= 1
+                try:
+                    outcomes = ray.get(ref)
+                except (RayActorError, WorkerCrashedError) as exc:
+                    self._worker_lost(wid, trials, exc, inflight, per_worker, retry, attempts, results, source)
+                    continue
+                except RayTaskError as exc:
+                    # The batch itself raised (not the strategy, whose errors come back as
+                    # failed trials): a bug that a retry would repeat. Fail its trials.
+                    outcomes = [TrialOutcome(n, p, "failed", None, str(exc), 0.0, wid) for n, p in trials]
+                self._record(outcomes, attempts, results, source)
+        self.stats.driver_busy_s = busy + (time.perf_counter() - t0)
+        self.stats.wall_s = time.perf_counter() - t_start
+        return results
+
+    def _record(self, outcomes: list[TrialOutcome], attempts: dict[int, int],
+                results: dict[int, tuple[TrialOutcome, int]], source: TrialSource) -> None:
+        total = 0.0
+        for o in outcomes:
+            total += o.duration_s
+            results[o.number] = (o, attempts[o.number])
+            source.tell(o)
+            self.stats.trials += 1
+            if self.on_result is not None:
+                self.on_result(o)
+        if outcomes:
+            mean = total / len(outcomes)
+            self._trial_s = mean if self._trial_s is None else 0.7 * self._trial_s + 0.3 * mean
+
+    def _worker_lost(self, wid: int, trials: list[tuple[int, dict[str, Any]]], exc: Exception,
+                     inflight: dict[Any, Any], per_worker: dict[int, int], retry: deque[Any],
+                     attempts: dict[int, int], results: dict[int, Any], source: TrialSource) -> None:
+        if wid in self.pool.workers:
+            self.pool.replace(wid)
+            self.stats.workers_replaced += 1
+        # Everything else queued on the dead actor is lost too: requeue it now rather
+        # than wait for each of its refs to fail.
+        for ref, (other, other_trials) in list(inflight.items()):
+            if other == wid:
+                inflight.pop(ref)
+                per_worker[wid] -= 1
+                trials = trials + other_trials
+        self._requeue(trials, wid, str(exc), retry, attempts, results, source)
+
+    def _requeue(self, trials: list[tuple[int, dict[str, Any]]], wid: int, error: str, retry: deque[Any],
+                 attempts: dict[int, int], results: dict[int, Any], source: TrialSource) -> None:
+        for number, params in trials:
+            if attempts[number] > self.max_retries:
+                reason = f"worker died {attempts[number]} times while running this trial; last error: {error}"
+                outcome = TrialOutcome(number, params, "failed", None, reason, 0.0, wid)
+                results[number] = (outcome, attempts[number])
+                source.tell(outcome)
+                if self.on_result is not None:
+                    self.on_result(outcome)
+            else:
+                retry.append((number, params))
+                self.stats.retried += 1
+
+    def _health_check(self, inflight: dict[Any, Any], per_worker: dict[int, int], retry: deque[Any],
+                      attempts: dict[int, int], results: dict[int, Any], source: TrialSource) -> None:
+        # An actor can hang without dying (a stuck node): replace what does not answer a ping.
+        before = set(self.pool.workers)
+        try:
+            self.pool.health_check()
+        except GetTimeoutError:  # pragma: no cover - health_check handles its own timeouts
+            return
+        for wid in before - set(self.pool.workers):
+            self.stats.workers_replaced += 1
+            lost = [(ref, t) for ref, (w, t) in inflight.items() if w == wid]
+            for ref, trials in lost:
+                inflight.pop(ref)
+                per_worker[wid] -= 1
+                self._requeue(trials, wid, "worker stopped answering health checks", retry, attempts, results,
+                              source)

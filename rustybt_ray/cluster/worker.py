@@ -1,0 +1,116 @@
+"""``BacktestWorker``: a long-lived Ray actor that runs batches of trials.
+
+An actor resolves a bundle's ``ObjectRef`` once and keeps the read-only, zero-copy
+view (Ray maps NumPy buffers straight out of the node's shared object store), keeps
+an :class:`ArrayCache` across trials and jobs, and never reads Parquet. A strategy
+exception fails only its own trial and is reported with its traceback; it is not
+retried, because it would fail again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+import ray
+
+from rustybt_ray.cluster.protocol import JobSpec, TrialOutcome
+from rustybt_ray.data.bundle import Bundle
+from rustybt_ray.engine.array_cache import ArrayCache
+from rustybt_ray.engine.run import run_metrics
+
+
+class BacktestWorker:
+    """Runs trials of prepared jobs; meant to be wrapped with ``ray.remote`` (see :data:`BacktestWorkerActor`)."""
+
+    def __init__(self, worker_id: int, cache_bytes: int, cache_entries: int, enable_caching: bool = True) -> None:
+        self.worker_id = worker_id
+        self.cache = ArrayCache(max_bytes=cache_bytes, max_entries=cache_entries, enabled=enable_caching)
+        self._jobs: dict[str, JobSpec] = {}
+        self._bundles: dict[str, Bundle] = {}
+        self.trials_run = 0
+
+    def info(self) -> dict[str, Any]:
+        """Process id, node id and worker id (for health checks and tests)."""
+        return {
+            "worker": self.worker_id,
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "trials_run": self.trials_run,
+            "bundles": sorted(self._bundles),
+        }
+
+    def prepare(self, spec: JobSpec) -> str:
+        """Register a job and resolve its bundle (once per bundle version per actor)."""
+        if spec.bundle_version not in self._bundles:
+            bundle = ray.get(spec.bundle_ref[0])
+            self._bundles[spec.bundle_version] = bundle
+        self._jobs[spec.job_id] = spec
+        return spec.job_id
+
+    def release(self, job_id: str) -> None:
+        """Forget a finished job, and its bundle when no other job uses it."""
+        spec = self._jobs.pop(job_id, None)
+        if spec is not None and all(j.bundle_version != spec.bundle_version for j in self._jobs.values()):
+            self._bundles.pop(spec.bundle_version, None)
+
+    def run_batch(self, job_id: str, trials: list[tuple[int, dict[str, Any]]]) -> list[TrialOutcome]:
+        """Run ``(number, params)`` trials of a prepared job, in order."""
+        spec = self._jobs[job_id]
+        bundle = self._bundles[spec.bundle_version]
+        out = []
+        for number, params in trials:
+            t0 = time.perf_counter()
+            try:
+                metrics, returns = run_metrics(
+                    spec.strategy, bundle, spec.start, spec.end, spec.capital_base, params,
+                    commission=spec.commission, slippage=spec.slippage, fill_price=spec.fill_price,
+                    cache=self.cache, with_returns=spec.with_returns,
+                )
+                outcome = TrialOutcome(number, params, "complete", metrics, None, 0.0, self.worker_id,
+                                       returns.astype(np.float32) if returns is not None else None)
+            except Exception:  # noqa: BLE001 - a strategy's bug fails its own trial only
+                outcome = TrialOutcome(number, params, "failed", None, traceback.format_exc(limit=20), 0.0,
+                                       self.worker_id)
+            outcome.duration_s = time.perf_counter() - t0
+            out.append(outcome)
+            self.trials_run += 1
+        return out
+
+    def cache_stats(self) -> dict[str, float]:
+        """This actor's ArrayCache statistics."""
+        return self.cache.stats()
+
+    def clear_cache(self) -> None:
+        """Empty this actor's ArrayCache."""
+        self.cache.clear()
+
+    def checksum(self, version: str) -> float:
+        """Sum of every finite value of a bundle: reads every page (memory benchmarks)."""
+        values = self._bundles[version].values
+        return float(np.nansum(values))
+
+    def bundle_memory(self, version: str) -> dict[str, Any]:
+        """How this actor holds a bundle: writeable flag and whether the block is a view (zero-copy test)."""
+        b = self._bundles[version]
+        return {
+            "writeable": bool(b.values.flags.writeable),
+            "owns_data": bool(b.values.flags.owndata),
+            "address": int(b.values.__array_interface__["data"][0]),
+            "nbytes": int(b.values.nbytes),
+        }
+
+
+#: Concurrency group for liveness pings. Methods run one at a time in the default
+#: group (the cache and job tables are not thread-safe), but a ping sent with
+#: ``actor.info.options(concurrency_group=CONTROL_GROUP)`` runs on its own thread, so a
+#: worker busy with a long batch still answers a health check instead of looking hung.
+CONTROL_GROUP = "control"
+
+#: The actor class. ``num_cpus=1``: one backtest at a time per actor, one actor per core.
+BacktestWorkerActor = ray.remote(
+    num_cpus=1, max_restarts=0, max_task_retries=0, concurrency_groups={CONTROL_GROUP: 1}
+)(BacktestWorker)
