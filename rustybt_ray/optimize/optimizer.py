@@ -259,7 +259,7 @@ def _ship_by_value(strategy: type) -> None:
     path: modules that exist only in the driver. ``__main__`` is already pickled by
     value by cloudpickle; this does the same for any module outside rustybt_ray.
     """
-    import cloudpickle
+    from ray import cloudpickle
 
     name = strategy.__module__
     module = sys.modules.get(name)

@@ -1,0 +1,18 @@
+"""A real local Ray for the optimizer tests, started here and stopped by its handle."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """Local Ray with 4 logical CPUs (the machine has 2 cores; actors mostly wait on each other)."""
+    started = False
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        started = True
+    yield
+    if started:
+        ray.shutdown()
