@@ -16,7 +16,9 @@ from ray.cluster_utils import Cluster
 
 from rustybt_ray.cluster import JobSpec, WorkerPool, default_store
 from rustybt_ray.data import load_bundle
+from rustybt_ray.engine import run_metrics
 from rustybt_ray.examples.sma_crossover import SmaCrossover
+from rustybt_ray.optimization import DiscreteParameter, GridSearchAlgorithm, ParallelOptimizer, ParameterSpace
 
 
 def main() -> dict:
@@ -48,6 +50,17 @@ def main() -> dict:
             out["metrics_equal"] = outcomes[0][0].metrics == outcomes[1][0].metrics
             out["statuses"] = [o[0].status for o in outcomes]
             pool.release(spec.job_id)
+            # A whole sweep on the two nodes equals the same trials run in one process.
+            space = ParameterSpace(parameters=[DiscreteParameter("fast", 5, 15, 5),
+                                               DiscreteParameter("slow", 30, 40, 10)])
+            sweep = ParallelOptimizer(GridSearchAlgorithm(space), pool=pool, progress=False).run(
+                SmaCrossover, demo, "2015-01-01", "2016-12-31")
+            single = {(p["fast"], p["slow"]): run_metrics(SmaCrossover, demo, "2015-01-01", "2016-12-31",
+                                                          params=p)[0]["final_value"] for p in space.grid()}
+            out["sweep_complete"] = sweep.n_complete
+            out["sweep_equal_single_node"] = all(
+                row["final_value"] == single[(row["fast"], row["slow"])] for row in sweep.trials.iter_rows(named=True))
+            out["sweep_workers_used"] = len(set(sweep.trials["worker"].to_list()))
         # A new driver connection (new job on the same cluster): refs of the old one are dead,
         # so the store must forget them and put again.
         puts = default_store().stats()["puts"]

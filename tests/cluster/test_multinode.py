@@ -43,3 +43,9 @@ def test_trials_agree_across_nodes(scenario):
 def test_store_forgets_refs_of_a_previous_driver(scenario):
     assert scenario["entries_after_shutdown"] == 0
     assert scenario["put_again_after_reconnect"] == 1 and scenario["new_ref_works"]
+
+
+def test_sweep_on_two_nodes_equals_single_node(scenario):
+    assert scenario["sweep_complete"] == 6  # fast 5, 10, 15 x slow 30, 40
+    assert scenario["sweep_equal_single_node"]
+    assert scenario["sweep_workers_used"] == 2  # both nodes' actors ran trials
