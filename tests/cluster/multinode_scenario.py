@@ -71,6 +71,13 @@ def main() -> dict:
         out["put_again_after_reconnect"] = default_store().stats()["puts"] - puts
         out["new_ref_works"] = ray.get(ref2).version == demo.version
         ray.shutdown()
+        # ParallelOptimizer(address=...) connects to the running cluster itself.
+        space = ParameterSpace(parameters=[DiscreteParameter("fast", 5, 10, 5), DiscreteParameter("slow", 30, 30, 1)])
+        by_address = ParallelOptimizer(GridSearchAlgorithm(space), address=cluster.address, progress=False).run(
+            SmaCrossover, demo, "2015-01-01", "2015-12-31")
+        out["address_connected_nodes"] = len([n for n in ray.nodes() if n["Alive"]])
+        out["address_sweep_complete"] = by_address.n_complete
+        ray.shutdown()
         return out
     finally:
         cluster.shutdown()

@@ -49,3 +49,8 @@ def test_sweep_on_two_nodes_equals_single_node(scenario):
     assert scenario["sweep_complete"] == 6  # fast 5, 10, 15 x slow 30, 40
     assert scenario["sweep_equal_single_node"]
     assert scenario["sweep_workers_used"] == 2  # both nodes' actors ran trials
+
+
+def test_optimizer_connects_to_an_existing_cluster_by_address(scenario):
+    assert scenario["address_connected_nodes"] == 2  # it joined the 2-node cluster, not a new local Ray
+    assert scenario["address_sweep_complete"] == 2
