@@ -131,7 +131,7 @@ def ray_sweeps(bundle: object) -> dict[str, object]:
 
     space = ParameterSpace(parameters=[DiscreteParameter("fast", 5, 50, 5), DiscreteParameter("slow", 20, 215, 5)])
     t0 = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     config = OptimizationConfig()
     pool = WorkerPool(2, config)
     pool.info()  # actors are up and have imported the package
@@ -205,7 +205,7 @@ def memory(gb: float) -> dict[str, object]:
     bundle = Bundle("synthetic", "1d", np.arange(t).astype("datetime64[D]"), [f"S{i:05d}" for i in range(n)], block)
     del close, block
     out: dict[str, object] = {"bundle_bytes": bundle.values.nbytes, "workers": {}}
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              object_store_memory=int(bundle.values.nbytes * 1.5))
     ref = ray.put(bundle)
     base = sum(_pss_kb(p) for p in _ray_pids())

@@ -57,6 +57,7 @@ class SchedulerStats:
     workers_replaced: int = 0
     batch_sizes: list[int] = field(default_factory=list)
     driver_busy_s: float = 0.0  #: driver time outside ``ray.wait`` (its overhead)
+    max_inflight: int = 0  #: most batches queued on the actors at once
     wall_s: float = 0.0
 
 
@@ -151,6 +152,7 @@ class Scheduler:
                     # The source is waiting for results it will never get: nothing is running.
                     raise RuntimeError("the search algorithm returned no trials and nothing is running")
                 continue
+            self.stats.max_inflight = max(self.stats.max_inflight, len(inflight))
             busy += time.perf_counter() - t0
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.health_check_interval_s)
             t0 = time.perf_counter()

@@ -210,7 +210,10 @@ class ParallelOptimizer:
             "capital_base": float(capital_base),
             "algorithm": type(self.algorithm).__name__,
         }
-        return OptimizationResult.from_records(records, param_names, metric_names, objective_name, direction, meta)
+        result = OptimizationResult.from_records(records, param_names, metric_names, objective_name, direction, meta)
+        # Per-bar returns stay beside the table (one float32 array per trial), when asked for.
+        result.returns = {r["number"]: r["returns"] for r in records if r["returns"] is not None}
+        return result
 
 
 def _objective(objective: Any, direction: str | None) -> tuple[str, str]:

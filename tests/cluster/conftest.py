@@ -17,7 +17,7 @@ def ray_local() -> Iterator[None]:
     """Local Ray with 4 logical CPUs (2 real cores: actors mostly wait) and a small object store."""
     started = False
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False,
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  object_store_memory=256 * 2**20)
         started = True
     yield

@@ -137,7 +137,7 @@ def test_pool_refuses_work_after_a_ray_restart():
     code = (
         "import ray\n"
         "from rustybt_ray.cluster import WorkerPool\n"
-        "ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)\n"
+        "ray.init(address=\"local\", num_cpus=1, include_dashboard=False, log_to_driver=False)\n"
         "pool = WorkerPool(1)\n"
         "ray.shutdown()\n"
         "try:\n"

@@ -11,7 +11,7 @@ def ray_session():
     """Local Ray with 4 logical CPUs (the machine has 2 cores; actors mostly wait on each other)."""
     started = False
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
         started = True
     yield
     if started:

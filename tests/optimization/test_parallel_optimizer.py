@@ -260,3 +260,25 @@ def test_parquet_round_trip_of_a_real_sweep(ray_session, demo, tmp_path):
     assert back.trials.equals(result.trials)
     assert back.best["number"] == result.best["number"]
     assert (result.trials["duration_s"] > 0).all() and result.trials["duration_s"].is_finite().all()
+
+
+def test_batches_in_flight_and_returns_fields(ray_session, demo):
+    space = sma_space()
+    for in_flight, expected in ((1, 2), (3, 6)):
+        config = OptimizationConfig(max_batch_size=1, batches_in_flight=in_flight)
+        opt = ParallelOptimizer(GridSearchAlgorithm(space), n_jobs=2, progress=False, config=config)
+        opt.run(SmaCrossover, demo, START, END)
+        assert opt.last_stats.max_inflight == expected  # 2 workers x batches_in_flight
+    with_returns = OptimizationConfig(return_daily_returns=True)
+    result = ParallelOptimizer(GridSearchAlgorithm(space), n_jobs=2, progress=False, config=with_returns).run(
+        SmaCrossover, demo, START, END)
+    i0, i1 = demo.index_range(START, END)
+    assert sorted(result.returns) == result.trials["number"].to_list()
+    first = result.returns[0]
+    assert first.dtype == np.float32 and first.shape == (i1 - i0,)
+    params = result.trials.row(0, named=True)
+    _, expected = run_metrics(SmaCrossover, demo, START, END, params={"fast": params["fast"], "slow": params["slow"]},
+                              with_returns=True)
+    np.testing.assert_allclose(first, expected.astype(np.float32))
+    plain = ParallelOptimizer(GridSearchAlgorithm(space), n_jobs=2, progress=False).run(SmaCrossover, demo, START, END)
+    assert plain.returns == {}

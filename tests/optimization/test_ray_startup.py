@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -20,7 +21,11 @@ ray.shutdown()
 
 
 def test_starts_local_ray_when_none_is_running_and_shows_progress():
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300, check=False)
+    # RAY_ADDRESS=local: the ray.init() the optimizer makes must start a new local Ray, never
+    # join another one that happens to run on this machine.
+    env = {**os.environ, "RAY_ADDRESS": "local"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300, check=False,
+                          env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"initialized": True, "complete": 3}
