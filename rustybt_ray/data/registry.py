@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from rustybt_ray.data.bundle import Bundle
@@ -55,8 +55,8 @@ _cache_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
-class BundleInfo:
-    """What the manifest of a stored bundle says, plus where it lives.
+class BundleInfo(Manifest):
+    """What the manifest of a stored bundle says (every :class:`Manifest` field), plus where it lives.
 
     Attributes:
         name: the registered name.
@@ -73,38 +73,13 @@ class BundleInfo:
         dropped: rows dropped by a lenient ingest (only on ``ingest_bundle``'s result).
     """
 
-    name: str
-    path: Path
-    frequency: str
-    symbols: tuple[str, ...]
-    spans: tuple[SymbolSpan, ...]
-    rows: int
-    first_bar: str
-    last_bar: str
-    sha256: str
-    data_bytes: int
-    created_at: str
-    rustybt_ray_version: str
+    path: Path = Path()
     dropped: tuple[DroppedRow, ...] = ()
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, path: Path, dropped: tuple[DroppedRow, ...] = ()) -> BundleInfo:
         """Build from a manifest and the directory it came from."""
-        return cls(
-            name=manifest.name,
-            path=path,
-            frequency=manifest.frequency,
-            symbols=manifest.symbols,
-            spans=manifest.spans,
-            rows=manifest.rows,
-            first_bar=manifest.first_bar,
-            last_bar=manifest.last_bar,
-            sha256=manifest.sha256,
-            data_bytes=manifest.data_bytes,
-            created_at=manifest.created_at,
-            rustybt_ray_version=manifest.rustybt_ray_version,
-            dropped=dropped,
-        )
+        return cls(**{f.name: getattr(manifest, f.name) for f in fields(Manifest)}, path=path, dropped=dropped)
 
 
 def bundle_root(root: str | os.PathLike[str] | None = None) -> Path:

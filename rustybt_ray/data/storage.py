@@ -19,7 +19,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -64,8 +64,8 @@ class Manifest:
     rustybt_ray_version: str
 
     def to_json(self) -> str:
-        """The manifest as pretty JSON text."""
-        data = asdict(self)
+        """The manifest as pretty JSON text (only the manifest's own fields, also on subclasses)."""
+        data = {f.name: getattr(self, f.name) for f in fields(Manifest)}
         data["symbols"] = list(self.symbols)
         data["spans"] = {
             s.symbol: {"first_bar": s.first_bar, "last_bar": s.last_bar, "rows": s.rows} for s in self.spans

@@ -208,3 +208,16 @@ def test_remove_forgets_cached_bundle(csv_dir: Path, make_csv_dir) -> None:
         load_bundle("x")
     ingest_bundle("x", make_csv_dir(OTHER))
     assert load_bundle("x").symbols == ["ZZZ"]
+
+
+def test_bundle_info_is_its_manifest_plus_location(tmp_path):
+    import json
+
+    from rustybt_ray.data import ingest_bundle, load_bundle
+    from rustybt_ray.data.storage import read_manifest
+
+    frame = load_bundle("demo").slice("2024-01-01", "2024-02-29").to_long_frame()
+    info = ingest_bundle("info_check", frame, root=tmp_path)
+    manifest = read_manifest(info.path)
+    assert json.loads(info.to_json()) == json.loads(manifest.to_json())  # path and dropped are not manifest facts
+    assert info.path.is_dir() and info.sha256 == load_bundle("info_check", root=tmp_path).version
