@@ -14,7 +14,15 @@ import numpy as np
 from rustybt_ray.errors import StrategyError
 
 
-class CommissionModel:
+class _CostModel:
+    """Shared by the cost-model bases: a repr that shows the model's settings."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class CommissionModel(_CostModel):
     """Base class: the commission charged for each fill."""
 
     def calculate(self, amount: np.ndarray, price: np.ndarray) -> np.ndarray:
@@ -25,9 +33,6 @@ class CommissionModel:
         """Commission of one fill; built-in models override this with plain float math for speed."""
         return float(self.calculate(np.array([amount]), np.array([price]))[0])
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({args})"
 
 
 class NoCommission(CommissionModel):
@@ -95,7 +100,7 @@ class BasisPoints(PerDollar):
         return f"BasisPoints(bps={self.bps!r})"
 
 
-class SlippageModel:
+class SlippageModel(_CostModel):
     """Base class: the price a fill gets, given the bar's reference price."""
 
     def fill_price(self, amount: np.ndarray, price: np.ndarray) -> np.ndarray:
@@ -106,9 +111,6 @@ class SlippageModel:
         """Execution price of one fill; built-in models override this with plain float math."""
         return float(self.fill_price(np.array([amount]), np.array([price]))[0])
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({args})"
 
 
 class NoSlippage(SlippageModel):

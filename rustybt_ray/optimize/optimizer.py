@@ -22,6 +22,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from rustybt_ray.cluster.protocol import JobSpec, TrialOutcome
 from rustybt_ray.cluster.scheduler import Scheduler
 from rustybt_ray.config import OptimizationConfig
@@ -145,7 +147,7 @@ class ParallelOptimizer:
 
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         objective_name, direction = _objective(objective, direction)
-        space = getattr(self.algorithm, "space", None) or getattr(self.algorithm, "param_space", None)
+        space = self.algorithm.space
         self.algorithm.start(space, [(objective_name, direction)])
         _dry_run(strategy, b, start_date, end_date, space)
         _ship_by_value(strategy)
@@ -246,7 +248,13 @@ def _dry_run(strategy: type[TradingAlgorithm], b: Bundle, start: Any, end: Any,
     i0, i1 = b.index_range(start, end)
     if i1 <= i0:
         raise StrategyError(f"no bars between {start} and {end} in bundle {b.name!r}")
-    probe = {p.name: _any_value(p) for p in space}
+    # Any point of the space will do: only the names are checked here.
+    try:
+        probe = space.sample(np.random.default_rng(0))
+    except SearchSpaceError:  # constraints too tight to sample: take the first grid point
+        probe = next(space.grid(points=2), None)
+        if probe is None:
+            return
     try:
         run_metrics(strategy, b, b.calendar[i0], b.calendar[i0], params=probe)
     except StrategyError as exc:
@@ -272,16 +280,6 @@ def _ship_by_value(strategy: type) -> None:
         cloudpickle.register_pickle_by_value(module)
     except ValueError:  # a builtin or otherwise unregistrable module: leave it to Ray
         pass
-
-
-def _any_value(param: Any) -> Any:
-    for attr in ("choices", "values"):
-        seq = getattr(param, attr, None)
-        if seq is not None and not callable(seq):
-            return list(seq)[0]
-        if callable(seq):
-            return list(seq())[0]
-    return getattr(param, "min_value", None)
 
 
 def _progress_bar(enabled: bool, total: int | None, objective: str) -> Any:
