@@ -8,7 +8,7 @@ and actor, not once per trial.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 from rustybt_ray.engine.costs import CommissionModel, SlippageModel
 
@@ -33,6 +33,15 @@ class JobSpec:
     slippage: SlippageModel | None = None
     fill_price: str = "open"
     with_returns: bool = False
+
+
+#: Keys a trial may override from its job: its own date range (walk-forward windows
+#: share one job and one bundle but not dates) and whether per-bar returns come back.
+TRIAL_OVERRIDES = frozenset({"start", "end", "with_returns"})
+
+#: A trial as the scheduler ships it: ``(number, params)``, or
+#: ``(number, params, overrides)`` with ``overrides`` keys from :data:`TRIAL_OVERRIDES`.
+Trial = Union[tuple[int, dict[str, Any]], tuple[int, dict[str, Any], dict[str, Any]]]
 
 
 @dataclass

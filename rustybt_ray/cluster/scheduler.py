@@ -27,14 +27,14 @@ from typing import Any, Protocol
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
 
-from rustybt_ray.cluster.protocol import JobSpec, TrialOutcome
+from rustybt_ray.cluster.protocol import JobSpec, Trial, TrialOutcome
 
 
 class TrialSource(Protocol):
     """Where trials come from and results go: the scheduler's view of a search algorithm."""
 
-    def ask(self, n: int) -> list[tuple[int, dict[str, Any]]]:
-        """Up to ``n`` new ``(number, params)`` trials; fewer or none when it must wait."""
+    def ask(self, n: int) -> list[Trial]:
+        """Up to ``n`` new trials, ``(number, params[, overrides])``; fewer or none when it must wait."""
         ...
 
     def tell(self, outcome: TrialOutcome) -> None:
@@ -114,9 +114,9 @@ class Scheduler:
         t_start = time.perf_counter()
         busy = 0.0
         job_id = self.spec.job_id
-        inflight: dict[Any, tuple[int, list[tuple[int, dict[str, Any]]]]] = {}
+        inflight: dict[Any, tuple[int, list[Trial]]] = {}
         per_worker: dict[int, int] = {}
-        retry: deque[tuple[int, dict[str, Any]]] = deque()
+        retry: deque[Trial] = deque()
         attempts: dict[int, int] = {}
         results: dict[int, tuple[TrialOutcome, int]] = {}
         last_health = time.monotonic()
@@ -135,8 +135,8 @@ class Scheduler:
                         trials += source.ask(n - len(trials))
                     if not trials:
                         continue
-                    for number, _ in trials:
-                        attempts[number] = attempts.get(number, 0) + 1
+                    for trial in trials:
+                        attempts[trial[0]] = attempts.get(trial[0], 0) + 1
                     ref = actor.run_batch.remote(job_id, trials)
                     inflight[ref] = (wid, trials)
                     per_worker[wid] = per_worker.get(wid, 0) + 1
@@ -172,7 +172,7 @@ class Scheduler:
                 except RayTaskError as exc:
                     # The batch itself raised (not the strategy, whose errors come back as
                     # failed trials): a bug that a retry would repeat. Fail its trials.
-                    outcomes = [TrialOutcome(n, p, "failed", None, str(exc), 0.0, wid) for n, p in trials]
+                    outcomes = [TrialOutcome(t[0], t[1], "failed", None, str(exc), 0.0, wid) for t in trials]
                 self._record(outcomes, attempts, results, source)
         self.stats.driver_busy_s = busy + (time.perf_counter() - t0)
         self.stats.wall_s = time.perf_counter() - t_start
@@ -192,7 +192,7 @@ class Scheduler:
             mean = total / len(outcomes)
             self._trial_s = mean if self._trial_s is None else 0.7 * self._trial_s + 0.3 * mean
 
-    def _worker_lost(self, wid: int, trials: list[tuple[int, dict[str, Any]]], exc: Exception,
+    def _worker_lost(self, wid: int, trials: list[Trial], exc: Exception,
                      inflight: dict[Any, Any], per_worker: dict[int, int], retry: deque[Any],
                      attempts: dict[int, int], results: dict[int, Any], source: TrialSource) -> None:
         if wid in self.pool.workers:
@@ -207,9 +207,10 @@ class Scheduler:
                 trials = trials + other_trials
         self._requeue(trials, wid, str(exc), retry, attempts, results, source)
 
-    def _requeue(self, trials: list[tuple[int, dict[str, Any]]], wid: int, error: str, retry: deque[Any],
+    def _requeue(self, trials: list[Trial], wid: int, error: str, retry: deque[Any],
                  attempts: dict[int, int], results: dict[int, Any], source: TrialSource) -> None:
-        for number, params in trials:
+        for trial in trials:
+            number, params = trial[0], trial[1]
             if attempts[number] > self.max_retries:
                 reason = f"worker died {attempts[number]} times while running this trial; last error: {error}"
                 outcome = TrialOutcome(number, params, "failed", None, reason, 0.0, wid)
@@ -218,7 +219,7 @@ class Scheduler:
                 if self.on_result is not None:
                     self.on_result(outcome)
             else:
-                retry.append((number, params))
+                retry.append(trial)
                 self.stats.retried += 1
 
     def _health_check(self, inflight: dict[Any, Any], per_worker: dict[int, int], retry: deque[Any],

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from rustybt_ray.cluster.protocol import JobSpec, TrialOutcome
+from rustybt_ray.cluster.protocol import JobSpec, Trial, TrialOutcome
 from rustybt_ray.data.bundle import Bundle
 from rustybt_ray.engine.array_cache import ArrayCache
 from rustybt_ray.engine.run import run_metrics
@@ -57,18 +57,21 @@ class BacktestWorker:
         if spec is not None and all(j.bundle_version != spec.bundle_version for j in self._jobs.values()):
             self._bundles.pop(spec.bundle_version, None)
 
-    def run_batch(self, job_id: str, trials: list[tuple[int, dict[str, Any]]]) -> list[TrialOutcome]:
-        """Run ``(number, params)`` trials of a prepared job, in order."""
+    def run_batch(self, job_id: str, trials: list[Trial]) -> list[TrialOutcome]:
+        """Run trials of a prepared job, in order: ``(number, params)`` or ``(number, params, overrides)``."""
         spec = self._jobs[job_id]
         bundle = self._bundles[spec.bundle_version]
         out = []
-        for number, params in trials:
+        for trial in trials:
+            number, params = trial[0], trial[1]
+            over = trial[2] if len(trial) > 2 else {}
             t0 = time.perf_counter()
             try:
                 metrics, returns = run_metrics(
-                    spec.strategy, bundle, spec.start, spec.end, spec.capital_base, params,
+                    spec.strategy, bundle, over.get("start", spec.start), over.get("end", spec.end),
+                    spec.capital_base, params,
                     commission=spec.commission, slippage=spec.slippage, fill_price=spec.fill_price,
-                    cache=self.cache, with_returns=spec.with_returns,
+                    cache=self.cache, with_returns=over.get("with_returns", spec.with_returns),
                 )
                 outcome = TrialOutcome(number, params, "complete", metrics, None, 0.0, self.worker_id,
                                        returns.astype(np.float32) if returns is not None else None)

@@ -74,8 +74,13 @@ class SearchAlgorithm(abc.ABC):
         """Up to ``n`` new trials; fewer (even none) when it must wait for results."""
 
     @abc.abstractmethod
-    def tell(self, number: int, values: Sequence[float] | None, status: str) -> None:
-        """Report trial ``number``: ``status`` "complete" with one value per objective, or "failed" with None."""
+    def tell(self, number: int, values: Sequence[float] | None, status: str,
+             metrics: Mapping[str, float] | None = None) -> None:
+        """Report trial ``number``: ``status`` "complete" with one value per objective, or "failed" with None.
+
+        ``metrics`` is the trial's whole metrics dict when known (algorithms that apply
+        constraints, such as "at least 20 trades", read it); algorithms may ignore it.
+        """
 
     @property
     @abc.abstractmethod
@@ -220,7 +225,8 @@ class GridSearchAlgorithm(SearchAlgorithm):
             out.append(self._new_trial(self._pending.pop()))
         return out
 
-    def tell(self, number: int, values: Sequence[float] | None, status: str) -> None:
+    def tell(self, number: int, values: Sequence[float] | None, status: str,
+             metrics: Mapping[str, float] | None = None) -> None:
         """Record a result; the grid does not depend on it."""
         self._record(number, values, status)
 
@@ -285,7 +291,8 @@ class RandomSearchAlgorithm(SearchAlgorithm):
         count = max(0, min(n, self.n_trials - self.n_asked))
         return [self._new_trial(self.params_for(self.n_asked)) for _ in range(count)]
 
-    def tell(self, number: int, values: Sequence[float] | None, status: str) -> None:
+    def tell(self, number: int, values: Sequence[float] | None, status: str,
+             metrics: Mapping[str, float] | None = None) -> None:
         """Record a result; the draws do not depend on it."""
         self._record(number, values, status)
 

@@ -101,3 +101,53 @@ def test_strategy_exception_fails_only_its_trial(pool2, demo, make_spec):
         assert outcomes[2].metrics == run_metrics(Fragile, demo, spec.start, spec.end, 100_000.0, trials[2][1])[0]
     finally:
         pool2.release(spec.job_id)
+
+
+class _ListSource:
+    """A fixed list of trials for the scheduler (the simplest TrialSource)."""
+
+    def __init__(self, trials: list) -> None:
+        self.pending = list(trials)
+        self.told: list = []
+
+    def ask(self, n: int) -> list:
+        out, self.pending = self.pending[:n], self.pending[n:]
+        return out
+
+    def tell(self, outcome) -> None:
+        self.told.append(outcome)
+
+    @property
+    def is_finished(self) -> bool:
+        return not self.pending
+
+
+def test_trials_override_the_job_date_range_and_returns(pool2, demo, make_spec):
+    """Walk-forward windows share one job: each trial may carry its own dates and ask for returns."""
+    from rustybt_ray.cluster.scheduler import Scheduler
+
+    spec = make_spec(pool2, demo, SmaCrossover, start="2010-01-01", end="2020-12-31")
+    pool2.prepare(spec)
+    ranges = [("2012-01-01", "2012-12-31"), ("2015-03-01", "2016-06-30"), (None, None)]
+    trials = []
+    for i, (params, rng) in enumerate(zip(PARAMS, ranges)):
+        over = {"with_returns": True} if rng[0] is None else {"start": rng[0], "end": rng[1]}
+        trials.append((i, params, over))
+    try:
+        results = Scheduler(pool2, spec).run(_ListSource(trials))
+    finally:
+        pool2.release(spec.job_id)
+    assert sorted(results) == [0, 1, 2]
+    for (number, params, over), rng in zip(trials, ranges):
+        start = rng[0] or spec.start
+        end = rng[1] or spec.end
+        expected, returns = run_metrics(SmaCrossover, demo, start, end, spec.capital_base, params,
+                                        with_returns=over.get("with_returns", False))
+        outcome, attempts = results[number]
+        assert outcome.metrics == expected
+        assert attempts == 1
+        if returns is None:
+            assert outcome.returns is None
+        else:
+            assert outcome.returns.dtype.name == "float32"
+            assert list(outcome.returns) == list(returns.astype("float32"))
