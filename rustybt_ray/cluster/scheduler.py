@@ -172,7 +172,8 @@ class Scheduler:
                 except RayTaskError as exc:
                     # The batch itself raised (not the strategy, whose errors come back as
                     # failed trials): a bug that a retry would repeat. Fail its trials.
-                    outcomes = [TrialOutcome(t[0], t[1], "failed", None, str(exc), 0.0, wid) for t in trials]
+                    outcomes = [TrialOutcome(t[0], t[1], "failed", None, str(exc), 0.0, wid, extra={"lost": True})
+                                for t in trials]
                 self._record(outcomes, attempts, results, source)
         self.stats.driver_busy_s = busy + (time.perf_counter() - t0)
         self.stats.wall_s = time.perf_counter() - t_start
@@ -213,7 +214,8 @@ class Scheduler:
             number, params = trial[0], trial[1]
             if attempts[number] > self.max_retries:
                 reason = f"worker died {attempts[number]} times while running this trial; last error: {error}"
-                outcome = TrialOutcome(number, params, "failed", None, reason, 0.0, wid)
+                # "lost": failed by the infrastructure, not by the strategy; a rerun may pass.
+                outcome = TrialOutcome(number, params, "failed", None, reason, 0.0, wid, extra={"lost": True})
                 results[number] = (outcome, attempts[number])
                 source.tell(outcome)
                 if self.on_result is not None:

@@ -16,16 +16,14 @@ outlives the run; one the optimizer creates is closed at the end.
 from __future__ import annotations
 
 import math
-import sys
-import uuid
-import weakref
-from collections.abc import Callable
-from typing import Any
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, Union
 
 import numpy as np
 
-from rustybt_ray.cluster.protocol import JobSpec, TrialOutcome
-from rustybt_ray.cluster.scheduler import Scheduler
+from rustybt_ray.cluster.protocol import TrialOutcome
 from rustybt_ray.config import OptimizationConfig
 from rustybt_ray.data.bundle import Bundle
 from rustybt_ray.engine.algorithm import TradingAlgorithm
@@ -33,47 +31,156 @@ from rustybt_ray.engine.costs import CommissionModel, SlippageModel
 from rustybt_ray.engine.run import run_metrics
 from rustybt_ray.errors import SearchSpaceError, StrategyError
 from rustybt_ray.metrics import METRIC_DIRECTIONS
+from rustybt_ray.optimize.journal import TrialJournal, strategy_fingerprint, trial_key
 from rustybt_ray.optimize.result import OptimizationResult
 from rustybt_ray.optimize.search import GridSearchAlgorithm, SearchAlgorithm
+from rustybt_ray.optimize.session import SweepSession, last_pool, ship_by_value
 from rustybt_ray.optimize.space import ParameterSpace
 
-#: The pool most recently used by an optimizer, for the guide's monitoring facades.
-_last_pool: weakref.ref[Any] | None = None
+__all__ = ["ParallelOptimizer", "last_pool"]
+
+#: What ``objective=`` accepts: a metric name, a callable on the metrics dict, or a list of them.
+Objective = Union[str, Callable[[dict[str, float]], float], Sequence[Union[str, Callable[[dict[str, float]], float]]]]
+
+_ship_by_value = ship_by_value  # the name tests and older callers use
 
 
-def last_pool() -> Any | None:
-    """The most recently used live :class:`WorkerPool`, or None."""
-    pool = _last_pool() if _last_pool is not None else None
-    return pool if pool is not None and not getattr(pool, "closed", False) else None
+class _Objectives:
+    """The sweep's objectives: names, directions and how to read each value from a trial's metrics."""
+
+    def __init__(self, objective: Objective, direction: str | Sequence[str] | None) -> None:
+        items = list(objective) if isinstance(objective, (list, tuple)) else [objective]
+        if not items:
+            raise SearchSpaceError("objective: give at least one metric name or callable")
+        if direction is None or isinstance(direction, str):
+            directions: list[str | None] = [direction] * len(items)
+        else:
+            directions = list(direction)
+            if len(directions) != len(items):
+                raise SearchSpaceError(f"{len(items)} objectives but {len(directions)} directions")
+        self.names: list[str] = []
+        self.directions: list[str] = []
+        self.callables: dict[str, Callable[[dict[str, float]], float]] = {}
+        for i, (obj, d) in enumerate(zip(items, directions)):
+            name, d = _objective(obj, d)
+            if callable(obj):
+                if name in METRIC_DIRECTIONS:
+                    raise SearchSpaceError(f"objective callable {name!r} has the name of a metric; rename the function")
+                if name == "objective" and len(items) > 1:
+                    name = f"objective_{i}"
+                self.callables[name] = obj
+            if name in self.names:
+                raise SearchSpaceError(f"objective {name!r} is given twice")
+            self.names.append(name)
+            self.directions.append(d)
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """``(name, direction)`` for each objective."""
+        return list(zip(self.names, self.directions))
+
+    def add_to(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The metrics with each callable objective's value added under its name."""
+        if not self.callables:
+            return metrics
+        out = dict(metrics)
+        for name, fn in self.callables.items():
+            out[name] = float(fn(metrics))
+        return out
+
+    def values(self, metrics: dict[str, float]) -> list[float]:
+        """The objective values of a trial (NaN where a metric is missing)."""
+        return [float(metrics.get(n, math.nan)) for n in self.names]
 
 
 class _SearchSource:
-    """Adapts a :class:`SearchAlgorithm` to the scheduler's ``TrialSource``: turns metrics into objective values."""
+    """Adapts a :class:`SearchAlgorithm` to the scheduler's ``TrialSource``.
 
-    def __init__(self, algorithm: SearchAlgorithm, objective: str | Callable[[dict[str, float]], float]) -> None:
+    Turns metrics into objective values, and keeps the journal: a trial whose key is
+    already there (from an earlier run, or earlier in this one) is answered from it
+    without running; one whose twin is still running waits for the twin's result.
+    """
+
+    def __init__(self, algorithm: SearchAlgorithm, objectives: _Objectives, journal: TrialJournal,
+                 job: dict[str, Any], need_returns: bool) -> None:
         self.algorithm = algorithm
-        self.objective = objective
+        self.objectives = objectives
+        self.journal = journal
+        self.job = job
+        self.need_returns = need_returns
         self.best: float | None = None
-        self.sign = 1.0
+        self.sign = 1.0 if objectives.directions[0] == "maximize" else -1.0
+        self.keys: dict[int, str] = {}
+        self.running: dict[str, int] = {}  # key -> number of the trial that runs it
+        self.twins: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        self.reused: dict[int, TrialOutcome] = {}  # answered from the journal or a twin
 
     def ask(self, n: int) -> list[tuple[int, dict[str, Any]]]:
-        return [(t.number, t.params) for t in self.algorithm.ask(n)]
+        out: list[tuple[int, dict[str, Any]]] = []
+        while len(out) < n and not self.algorithm.is_finished:
+            requests = self.algorithm.ask(n - len(out))
+            if not requests:
+                break
+            for t in requests:
+                key = trial_key(self.job, t.params)
+                self.keys[t.number] = key
+                rec = self.journal.get(key, need_returns=self.need_returns)
+                if rec is not None:
+                    self._answer(t.number, t.params, rec)
+                elif key in self.running:
+                    self.twins.setdefault(key, []).append((t.number, t.params))
+                else:
+                    self.running[key] = t.number
+                    out.append((t.number, t.params))
+        return out
 
-    def value(self, outcome: TrialOutcome) -> float:
-        if outcome.metrics is None:
-            return math.nan
-        if callable(self.objective):
-            return float(self.objective(outcome.metrics))
-        return float(outcome.metrics.get(self.objective, math.nan))
+    def _answer(self, number: int, params: dict[str, Any], rec: dict[str, Any]) -> None:
+        o = TrialOutcome(number, params, rec["status"], rec.get("metrics"), rec.get("error"),
+                         float(rec.get("duration_s") or 0.0), int(rec.get("worker") or -1), rec.get("returns"))
+        self._with_objectives(o)  # callables are not part of the key: recompute, never trust a stored value
+        self.reused[number] = o
+        self._tell_algorithm(o)
 
-    def tell(self, outcome: TrialOutcome) -> None:
-        if outcome.status != "complete":
-            self.algorithm.tell(outcome.number, None, "failed")
+    def _tell_algorithm(self, o: TrialOutcome) -> None:
+        if o.status != "complete" or o.metrics is None:
+            self.algorithm.tell(o.number, None, "failed", o.metrics)
             return
-        v = self.value(outcome)
-        self.algorithm.tell(outcome.number, [v], "complete")
+        values = self.objectives.values(o.metrics)
+        self.algorithm.tell(o.number, values, "complete", o.metrics)
+        v = values[0]
         if not math.isnan(v) and (self.best is None or self.sign * v > self.sign * self.best):
             self.best = v
+
+    def tell(self, outcome: TrialOutcome) -> None:
+        key = self.keys.get(outcome.number)
+        if key is not None:
+            self.running.pop(key, None)
+            # A trial failed by the infrastructure (its workers kept dying) may pass on a rerun;
+            # a strategy's own exception would repeat, so it is journaled like a result.
+            # The raw metrics are journaled: callable objectives are recomputed on reuse.
+            if not outcome.extra.get("lost"):
+                self.journal.append([{
+                    "key": key, "params": outcome.params, "metrics": outcome.metrics, "status": outcome.status,
+                    "error": outcome.error, "duration_s": outcome.duration_s, "worker": outcome.worker,
+                    "returns": outcome.returns,
+                }])
+        self._with_objectives(outcome)
+        self._tell_algorithm(outcome)
+        for number, params in self.twins.pop(key, []) if key is not None else []:
+            twin = TrialOutcome(number, params, outcome.status, outcome.metrics, outcome.error, 0.0,
+                                outcome.worker, outcome.returns, {"twin_of": outcome.number})
+            self.reused[number] = twin
+            self._tell_algorithm(twin)
+
+    def _with_objectives(self, o: TrialOutcome) -> None:
+        """Add callable objectives' values to the metrics; one that raises fails the trial, not the sweep."""
+        if o.metrics is None or not self.objectives.callables:
+            return
+        try:
+            o.metrics = self.objectives.add_to(o.metrics)
+        except Exception:  # noqa: BLE001 - the user's objective function: report, go on
+            o.status = "failed"
+            o.error = "the objective function raised:\n" + traceback.format_exc(limit=5)
 
     @property
     def is_finished(self) -> bool:
@@ -84,7 +191,7 @@ class ParallelOptimizer:
     """Runs a search over a strategy's parameters on a pool of Ray actors.
 
     Args:
-        algorithm: a :class:`SearchAlgorithm` (grid, random, ...); a bare
+        algorithm: a :class:`SearchAlgorithm` (grid, random, Optuna, ...); a bare
             :class:`ParameterSpace` means a grid search over it.
         n_jobs: workers to start when no pool is given (default: the cluster's CPUs).
         pool: a :class:`WorkerPool` to run on (kept open after the run). ``worker_pool``
@@ -127,81 +234,72 @@ class ParallelOptimizer:
         bundle: Bundle | str = "demo",
         start_date: Any = None,
         end_date: Any = None,
-        objective: str | Callable[[dict[str, float]], float] = "sharpe",
+        objective: Objective = "sharpe",
         *,
-        direction: str | None = None,
+        direction: str | Sequence[str] | None = None,
         capital_base: float = 100_000.0,
         commission: CommissionModel | None = None,
         slippage: SlippageModel | None = None,
         fill_price: str = "open",
+        journal: str | os.PathLike[str] | None = None,
     ) -> OptimizationResult:
         """Run every trial the algorithm asks for and return the :class:`OptimizationResult`.
 
         ``objective`` is a metric name (its direction comes from
-        :data:`rustybt_ray.metrics.METRIC_DIRECTIONS` unless ``direction`` is given) or
-        a callable on the metrics dict (maximized unless ``direction='minimize'``).
+        :data:`rustybt_ray.metrics.METRIC_DIRECTIONS` unless ``direction`` is given), a
+        callable on the metrics dict (maximized unless ``direction='minimize'``; its
+        value becomes a column named after the function), or a list of these for a
+        multi-objective search (see :meth:`OptimizationResult.pareto_front`).
+
+        ``journal`` is a JSON-lines file of finished trials (see
+        :mod:`rustybt_ray.optimize.journal`): trials already in it are not run again, so
+        re-running a sweep that crashed, or a grid whose space was edited, runs only
+        what is missing. Reused trials have ``attempts == 0`` in the table.
         """
-        global _last_pool
-        from rustybt_ray.cluster.pool import WorkerPool
-        from rustybt_ray.data import load_bundle
-
-        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        objective_name, direction = _objective(objective, direction)
+        objectives = _Objectives(objective, direction)
+        session = SweepSession(strategy, bundle, start_date, end_date, pool=self.pool, n_jobs=self.n_jobs,
+                               config=self.config, address=self.address, capital_base=capital_base,
+                               commission=commission, slippage=slippage, fill_price=fill_price)
+        b = session.bundle
+        self.algorithm.start(self.algorithm.space, objectives.pairs)
         space = self.algorithm.space
-        self.algorithm.start(space, [(objective_name, direction)])
-        _dry_run(strategy, b, start_date, end_date, space)
-        _ship_by_value(strategy)
-
-        own_pool = self.pool is None
-        pool = self.pool if not own_pool else WorkerPool(self.n_jobs, self.config, address=self.address)
-        _last_pool = weakref.ref(pool)
-        source = _SearchSource(self.algorithm, objective)
-        source.sign = 1.0 if direction == "maximize" else -1.0
-        job_id = uuid.uuid4().hex
-        try:
-            ref = pool.store.put(b)
-            spec = JobSpec(job_id, strategy, [ref], b.version, start_date, end_date, float(capital_base),
-                           commission, slippage, fill_price, self.config.return_daily_returns)
-            pool.prepare(spec)
-            bar = _progress_bar(self.progress, getattr(self.algorithm, "n_total", None), objective_name)
-
-            def on_result(o: TrialOutcome) -> None:
-                if bar is not None:
-                    bar.update(1)
-                    if source.best is not None:
-                        bar.set_postfix({f"best {objective_name}": f"{source.best:.4g}"}, refresh=False)
-
-            scheduler = Scheduler(
-                pool, spec,
-                min_batch_seconds=self.config.min_batch_seconds,
-                max_batch_size=self.config.max_batch_size,
-                batches_in_flight=self.config.batches_in_flight,
-                max_retries=self.config.max_retries,
-                health_check_interval_s=self.config.health_check_interval_s,
-                on_result=on_result,
-            )
+        _dry_run(strategy, b, start_date, end_date, space)  # before any actor starts: fail fast
+        with session:
+            i0, i1 = b.index_range(start_date, end_date)
+            job = {
+                # The bars actually run, not the dates as typed: "2020-01-01" and "2020-01-02"
+                # name the same backtest when the 1st is a holiday.
+                "strategy": strategy_fingerprint(strategy), "bundle_version": b.version,
+                "start": str(b.calendar[i0]) if i1 > i0 else str(start_date),
+                "end": str(b.calendar[i1 - 1]) if i1 > i0 else str(end_date),
+                "capital_base": float(capital_base),
+                "commission": repr(commission), "slippage": repr(slippage), "fill_price": fill_price,
+            }
+            book = TrialJournal(journal)
+            source = _SearchSource(self.algorithm, objectives, book, job, self.config.return_daily_returns)
+            name0 = objectives.names[0]
             try:
-                results = scheduler.run(source)
+                results = session.run(
+                    source, total=getattr(self.algorithm, "n_total", None), desc=f"trials ({name0})",
+                    progress=self.progress,
+                    postfix=lambda: None if source.best is None else {f"best {name0}": f"{source.best:.4g}"},
+                )
             finally:
-                if bar is not None:
-                    bar.close()
-            self.last_stats = scheduler.stats
-            pool.release(job_id)
-        finally:
-            if own_pool:
-                pool.close()
-            elif not self.config.enable_bundle_pooling:
-                pool.store.release(b.version)
+                book.close()
+            self.last_stats = session.stats[-1] if session.stats else None
 
+        outcomes = {n: (o, a) for n, (o, a) in results.items()}
+        outcomes.update({n: (o, 0) for n, o in source.reused.items()})
         records = []
-        for number in sorted(results):
-            o, attempts = results[number]
+        for number in sorted(outcomes):
+            o, attempts = outcomes[number]
             records.append({
                 "number": number, "params": o.params, "metrics": o.metrics, "status": o.status,
                 "error": o.error, "duration_s": o.duration_s, "worker": o.worker, "attempts": attempts,
                 "returns": o.returns,
             })
-        metric_names = sorted(next((r["metrics"] for r in records if r["metrics"]), {}) or METRIC_DIRECTIONS)
+        found = next((r["metrics"] for r in records if r["metrics"]), None)
+        metric_names = sorted(set(found or METRIC_DIRECTIONS) | set(objectives.names))
         param_names = list(space.names) if space is not None else sorted({k for r in records for k in r["params"]})
         meta = {
             "strategy": f"{strategy.__module__}.{strategy.__qualname__}",
@@ -211,8 +309,10 @@ class ParallelOptimizer:
             "end": str(end_date),
             "capital_base": float(capital_base),
             "algorithm": type(self.algorithm).__name__,
+            "reused_trials": len(source.reused),
         }
-        result = OptimizationResult.from_records(records, param_names, metric_names, objective_name, direction, meta)
+        result = OptimizationResult.from_records(records, param_names, metric_names, objectives.names[0],
+                                                 objectives.directions[0], meta, objectives=objectives.pairs)
         # Per-bar returns stay beside the table (one float32 array per trial), when asked for.
         result.returns = {r["number"]: r["returns"] for r in records if r["returns"] is not None}
         return result
@@ -221,6 +321,8 @@ class ParallelOptimizer:
 def _objective(objective: Any, direction: str | None) -> tuple[str, str]:
     if callable(objective):
         name = getattr(objective, "__name__", "objective")
+        if not name.isidentifier():  # a lambda's "<lambda>"
+            name = "objective"
         d = direction or "maximize"
     elif isinstance(objective, str):
         if objective not in METRIC_DIRECTIONS:
@@ -261,31 +363,3 @@ def _dry_run(strategy: type[TradingAlgorithm], b: Bundle, start: Any, end: Any,
         raise SearchSpaceError(f"the parameter space does not fit {strategy.__name__}: {exc}") from None
     except Exception:  # noqa: BLE001 - only the names are checked here; trials report their own errors
         pass
-
-
-def _ship_by_value(strategy: type) -> None:
-    """Pickle the strategy's module by value when workers may not be able to import it.
-
-    Strategies live in notebooks, scripts, test files and files the CLI loaded by
-    path: modules that exist only in the driver. ``__main__`` is already pickled by
-    value by cloudpickle; this does the same for any module outside rustybt_ray.
-    """
-    from ray import cloudpickle
-
-    name = strategy.__module__
-    module = sys.modules.get(name)
-    if module is None or name == "__main__" or name.split(".")[0] == "rustybt_ray":
-        return
-    try:
-        cloudpickle.register_pickle_by_value(module)
-    except ValueError:  # a builtin or otherwise unregistrable module: leave it to Ray
-        pass
-
-
-def _progress_bar(enabled: bool, total: int | None, objective: str) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"trials ({objective})", unit="trial", leave=True, mininterval=0.5)
-

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -78,9 +79,15 @@ class OptimizationResult:
         param_names: Sequence[str],
         metric_names: Sequence[str],
         meta: Mapping[str, Any] | None = None,
+        objectives: Sequence[tuple[str, str]] | None = None,
     ) -> None:
         param_names, metric_names = list(param_names), list(metric_names)
         _check_names(param_names, metric_names, objective, direction)
+        objs = [(str(n), str(d)) for n, d in objectives] if objectives else [(objective, direction)]
+        if objs[0] != (objective, direction):
+            raise SearchSpaceError(f"objectives {objs} must start with the ranking objective {(objective, direction)}")
+        for n, d in objs[1:]:
+            _check_names([], metric_names, n, d)
         missing = [c for c in [*_FIXED_SCHEMA, *param_names, *metric_names] if c not in trials.columns]
         if missing:
             raise SearchSpaceError(f"the trials table lacks column(s) {missing}")
@@ -90,6 +97,8 @@ class OptimizationResult:
         self.param_names = param_names
         self.metric_names = metric_names
         self.meta: dict[str, Any] = dict(meta or {})
+        self.objectives: list[tuple[str, str]] = objs
+        self.returns: dict[int, Any] = {}
 
     @classmethod
     def from_records(
@@ -100,6 +109,7 @@ class OptimizationResult:
         objective: str,
         direction: str,
         meta: Mapping[str, Any] | None = None,
+        objectives: Sequence[tuple[str, str]] | None = None,
     ) -> OptimizationResult:
         """Build from scheduler records ``{"number", "params", "metrics", "status", "error", "duration_s", "worker", "attempts"}``.
 
@@ -125,6 +135,7 @@ class OptimizationResult:
             param_names=param_names,
             metric_names=metric_names,
             meta=meta,
+            objectives=objectives,
         )
 
     # -- views ------------------------------------------------------------------------
@@ -182,6 +193,27 @@ class OptimizationResult:
         best = self.best
         return None if best is None else best["params"]
 
+    def pareto_front(self) -> pl.DataFrame:
+        """The complete trials no other complete trial dominates on all :attr:`objectives`, sorted by number.
+
+        A trial dominates another when it is at least as good on every objective and
+        better on one. Trials with a NaN or null objective are left out. With a single
+        objective this is the best trial(s).
+        """
+        done = self._trials.filter(pl.col("status") == "complete")
+        names = [n for n, _ in self.objectives]
+        done = done.filter(pl.all_horizontal([pl.col(n).is_not_null() & pl.col(n).is_not_nan() for n in names]))
+        if done.height == 0:
+            return done
+        # Orient every objective so bigger is better, then compare all pairs, a block of
+        # rows at a time so 100k trials need megabytes, not gigabytes.
+        pts = np.column_stack([done[n].to_numpy() * (1.0 if d == "maximize" else -1.0) for n, d in self.objectives])
+        dominated = np.zeros(len(pts), dtype=bool)
+        for lo in range(0, len(pts), 256):
+            block = pts[lo:lo + 256, None, :]
+            dominated |= ((block >= pts[None]).all(axis=2) & (block > pts[None]).any(axis=2)).any(axis=0)
+        return done.filter(pl.Series(~dominated)).sort("number")
+
     def to_pandas(self) -> pd.DataFrame:
         """The trials table as a pandas DataFrame."""
         return self._trials.to_pandas()
@@ -201,8 +233,8 @@ class OptimizationResult:
         if not isinstance(other, OptimizationResult):
             return NotImplemented
         return (
-            (self.objective, self.direction, self.param_names, self.metric_names, self.meta)
-            == (other.objective, other.direction, other.param_names, other.metric_names, other.meta)
+            (self.objectives, self.param_names, self.metric_names, self.meta)
+            == (other.objectives, other.param_names, other.metric_names, other.meta)
             and self._trials.equals(other._trials, null_equal=True)
         )
 
@@ -227,6 +259,7 @@ class OptimizationResult:
                     "param_names": self.param_names,
                     "metric_names": self.metric_names,
                     "meta": self.meta,
+                    "objectives": self.objectives,
                 }
                 encoded = json.dumps(header, allow_nan=True).encode()
                 table = self._trials.to_arrow()
@@ -262,4 +295,5 @@ class OptimizationResult:
             param_names=header["param_names"],
             metric_names=header["metric_names"],
             meta=header["meta"],
+            objectives=[tuple(o) for o in header.get("objectives") or []] or None,
         )

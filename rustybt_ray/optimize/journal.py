@@ -1,0 +1,183 @@
+"""The results journal: every finished trial, appended as it arrives, keyed by what decides its result.
+
+A trial's key is a hash of everything its numbers depend on: the strategy (its
+qualified name and source code), its parameters, the bundle version (SHA-256 of the
+data), the date range, capital, cost models and fill price. A sweep that finds a key
+in the journal reuses the stored result instead of running the trial again, so:
+
+- a sweep restarted after a crash runs only what had not finished;
+- a grid re-run after the space was edited runs only the new points;
+- an Optuna sampler that proposes a point twice gets the first answer back.
+
+The file is JSON lines, one trial per line, appended with a single ``write`` and
+flushed after every batch of results: a driver that dies loses at most the lines
+being written, and a torn last line is skipped on reading. One driver writes a
+journal at a time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import inspect
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from rustybt_ray.errors import ConfigError
+
+_FORMAT = 1
+
+
+def strategy_fingerprint(strategy: type) -> str:
+    """The strategy's qualified name plus a hash of its source, so editing the code invalidates old results."""
+    name = f"{strategy.__module__}.{strategy.__qualname__}"
+    parts = []
+    for cls in strategy.__mro__:
+        if cls.__module__.split(".")[0] == "rustybt_ray" and cls.__module__ != strategy.__module__:
+            break  # the engine's own classes: versioned with the package, not hashed per trial
+        try:
+            parts.append(inspect.getsource(cls))
+        except (OSError, TypeError):  # defined in a REPL: the name is all there is
+            parts.append(cls.__qualname__)
+    return name + ":" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _canonical(value: Any) -> Any:
+    """JSON-stable form of a parameter or date: ints stay ints, floats round-trip by repr."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return int(f) if f.is_integer() and abs(f) < 2**53 else repr(f)
+    return str(value)
+
+
+def trial_key(job: Mapping[str, Any], params: Mapping[str, Any]) -> str:
+    """SHA-256 of the job identity (strategy, bundle version, costs, ...) and the trial's parameters.
+
+    ``job`` holds the fields shared by a sweep's trials, including ``start``/``end``;
+    a trial that overrides its dates passes them in ``job``.
+    """
+    blob = json.dumps(
+        {"job": {k: _canonical(v) for k, v in sorted(job.items())},
+         "params": {k: _canonical(v) for k, v in sorted(params.items())}},
+        sort_keys=True, separators=(",", ":"),
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _encode_returns(returns: Any) -> str | None:
+    if returns is None:
+        return None
+    return base64.b64encode(np.ascontiguousarray(returns, dtype="<f4").tobytes()).decode()
+
+
+def _decode_returns(text: str | None) -> np.ndarray | None:
+    if text is None:
+        return None
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32)
+
+
+class TrialJournal:
+    """Finished trials by key, optionally persisted to a JSON-lines file.
+
+    ``TrialJournal(None)`` keeps results in memory only (a run still never repeats a
+    trial it already has); ``TrialJournal(path)`` loads what the file holds and
+    appends to it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._records: dict[str, dict[str, Any]] = {}
+        self._fh: IO[str] | None = None
+        self.loaded = 0
+        self.skipped_lines = 0
+        if self.path is not None and self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        assert self.path is not None
+        with open(self.path, encoding="utf-8") as fh:
+            lines = fh.read().split("\n")
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                if i >= len(lines) - 2:  # the torn last line of a driver that died mid-write
+                    self.skipped_lines += 1
+                    continue
+                raise ConfigError(f"{self.path}: line {i + 1} is not a journal record; is this a results journal?") from None
+            if not isinstance(rec, dict) or "key" not in rec or rec.get("format") != _FORMAT:
+                raise ConfigError(f"{self.path}: line {i + 1} is not a rustybt_ray journal record (format {_FORMAT})")
+            self._records[rec["key"]] = rec
+        self.loaded = len(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._records
+
+    def get(self, key: str, need_returns: bool = False) -> dict[str, Any] | None:
+        """The stored record for ``key`` (with ``returns`` decoded), or None; None too when returns are needed but absent."""
+        rec = self._records.get(key)
+        if rec is None or (need_returns and rec.get("status") == "complete" and rec.get("returns") is None):
+            return None
+        out = dict(rec)
+        out["returns"] = _decode_returns(rec.get("returns"))
+        if out.get("metrics"):
+            out["metrics"] = {k: (math.nan if v is None else v) for k, v in out["metrics"].items()}
+        return out
+
+    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Add finished trials (``key``, ``params``, ``metrics``, ``status``, ``error``, ``duration_s``, ``worker``, ``returns``)."""
+        lines = []
+        for r in records:
+            rec = {
+                "format": _FORMAT,
+                "key": r["key"],
+                "params": {k: _canonical_param(v) for k, v in r["params"].items()},
+                "metrics": None if r.get("metrics") is None else {
+                    k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r["metrics"].items()
+                },
+                "status": r["status"],
+                "error": r.get("error"),
+                "duration_s": r.get("duration_s"),
+                "worker": r.get("worker"),
+                "returns": _encode_returns(r.get("returns")),
+            }
+            self._records[rec["key"]] = rec
+            lines.append(json.dumps(rec, allow_nan=True, separators=(",", ":")))
+        if self.path is None or not lines:
+            return
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")
+        # One write per batch, then flush: a crash tears at most the line being written.
+        self._fh.write("\n".join(lines) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        """Flush to disk (fsync) and close the file."""
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+
+
+def _canonical_param(value: Any) -> Any:
+    """Parameters as stored: plain JSON scalars (NumPy scalars unwrapped)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

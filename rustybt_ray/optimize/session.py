@@ -1,0 +1,189 @@
+"""``SweepSession``: one job on a worker pool, the plumbing every sweep shares.
+
+Grid and random searches, Optuna studies and walk-forward analyses all do the same
+things around their search: load the bundle once, put it in Ray's object store once
+(the pool's :class:`BundleStore`, keyed by the bundle's SHA-256), ship the strategy
+class by value, prepare the job on every actor, run a scheduler over a trial source
+with a progress bar, and clean up (close a pool it created, release the job). They
+differ only in the trial source, so that is the one thing :meth:`SweepSession.run`
+takes.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from rustybt_ray.cluster.protocol import JobSpec, TrialOutcome
+from rustybt_ray.cluster.scheduler import Scheduler, SchedulerStats, TrialSource
+from rustybt_ray.config import OptimizationConfig
+from rustybt_ray.data.bundle import Bundle
+from rustybt_ray.engine.algorithm import TradingAlgorithm
+from rustybt_ray.engine.costs import CommissionModel, SlippageModel
+from rustybt_ray.errors import StrategyError
+
+#: The pool most recently used by a sweep, for the guide's monitoring facades.
+_last_pool: weakref.ref[Any] | None = None
+
+
+def last_pool() -> Any | None:
+    """The most recently used live :class:`WorkerPool`, or None."""
+    pool = _last_pool() if _last_pool is not None else None
+    return pool if pool is not None and not getattr(pool, "closed", False) else None
+
+
+class SweepSession:
+    """A context manager holding one prepared job on a (borrowed or owned) worker pool.
+
+    Args:
+        strategy: the :class:`TradingAlgorithm` subclass every trial runs.
+        bundle: a loaded :class:`Bundle` or a registered bundle name.
+        start, end: the job's date range (trials may override it, see
+            :data:`rustybt_ray.cluster.protocol.TRIAL_OVERRIDES`).
+        pool: a :class:`WorkerPool` to borrow (left open); None starts one with
+            ``n_jobs`` workers and closes it on exit.
+        config: the :class:`OptimizationConfig` (batching, retries, caching, returns).
+        address: Ray address to connect to when Ray is not initialized.
+    """
+
+    def __init__(
+        self,
+        strategy: type[TradingAlgorithm],
+        bundle: Bundle | str,
+        start: Any,
+        end: Any,
+        *,
+        pool: Any = None,
+        n_jobs: int | None = None,
+        config: OptimizationConfig | None = None,
+        address: str | None = None,
+        capital_base: float = 100_000.0,
+        commission: CommissionModel | None = None,
+        slippage: SlippageModel | None = None,
+        fill_price: str = "open",
+    ) -> None:
+        from rustybt_ray.data import load_bundle
+
+        if not (isinstance(strategy, type) and issubclass(strategy, TradingAlgorithm)):
+            raise StrategyError(f"strategy must be a TradingAlgorithm subclass, got {strategy!r}")
+        self.strategy = strategy
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.start, self.end = start, end
+        self.config = config if config is not None else OptimizationConfig.from_env()
+        self.capital_base = float(capital_base)
+        self.commission, self.slippage, self.fill_price = commission, slippage, fill_price
+        self._borrowed = pool
+        self._n_jobs = n_jobs
+        self._address = address
+        self.pool: Any = None
+        self.spec: JobSpec | None = None
+        self.stats: list[SchedulerStats] = []
+
+    def __enter__(self) -> SweepSession:
+        global _last_pool
+        from rustybt_ray.cluster.pool import WorkerPool
+
+        ship_by_value(self.strategy)
+        self.pool = self._borrowed if self._borrowed is not None else WorkerPool(
+            self._n_jobs, self.config, address=self._address)
+        _last_pool = weakref.ref(self.pool)
+        try:
+            ref = self.pool.store.put(self.bundle)
+            self.spec = JobSpec(uuid.uuid4().hex, self.strategy, [ref], self.bundle.version, self.start, self.end,
+                                self.capital_base, self.commission, self.slippage, self.fill_price,
+                                self.config.return_daily_returns)
+            self.pool.prepare(self.spec)
+        except BaseException:
+            self._cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self.pool is None:
+            return
+        try:
+            if self.spec is not None and not getattr(self.pool, "closed", False):
+                self.pool.release(self.spec.job_id)
+        finally:
+            if self._borrowed is None:
+                self.pool.close()
+            elif not self.config.enable_bundle_pooling:
+                self.pool.store.release(self.bundle.version)
+
+    def run(
+        self,
+        source: TrialSource,
+        *,
+        total: int | None = None,
+        desc: str = "trials",
+        progress: bool = True,
+        on_result: Callable[[TrialOutcome], None] | None = None,
+        postfix: Callable[[], dict[str, str] | None] | None = None,
+    ) -> dict[int, tuple[TrialOutcome, int]]:
+        """Run ``source``'s trials on the pool; returns ``{number: (outcome, attempts)}``.
+
+        ``postfix`` (called after each result) gives the progress bar's status, for
+        example the best objective so far.
+        """
+        if self.spec is None:
+            raise RuntimeError("SweepSession.run() outside its 'with' block")
+        bar = progress_bar(progress, total, desc)
+
+        def _on_result(o: TrialOutcome) -> None:
+            if on_result is not None:
+                on_result(o)
+            if bar is not None:
+                bar.update(1)
+                info = postfix() if postfix is not None else None
+                if info:
+                    bar.set_postfix(info, refresh=False)
+
+        scheduler = Scheduler(
+            self.pool, self.spec,
+            min_batch_seconds=self.config.min_batch_seconds,
+            max_batch_size=self.config.max_batch_size,
+            batches_in_flight=self.config.batches_in_flight,
+            max_retries=self.config.max_retries,
+            health_check_interval_s=self.config.health_check_interval_s,
+            on_result=_on_result,
+        )
+        try:
+            return scheduler.run(source)
+        finally:
+            self.stats.append(scheduler.stats)
+            if bar is not None:
+                bar.close()
+
+
+def ship_by_value(strategy: type) -> None:
+    """Pickle the strategy's module by value when workers may not be able to import it.
+
+    Strategies live in notebooks, scripts, test files and files the CLI loaded by
+    path: modules that exist only in the driver. ``__main__`` is already pickled by
+    value by cloudpickle; this does the same for any module outside rustybt_ray.
+    """
+    from ray import cloudpickle
+
+    name = strategy.__module__
+    module = sys.modules.get(name)
+    if module is None or name == "__main__" or name.split(".")[0] == "rustybt_ray":
+        return
+    try:
+        cloudpickle.register_pickle_by_value(module)
+    except ValueError:  # a builtin or otherwise unregistrable module: leave it to Ray
+        pass
+
+
+def progress_bar(enabled: bool, total: int | None, desc: str) -> Any:
+    """A tqdm bar (a widget in Jupyter), or None when disabled."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="trial", leave=True, mininterval=0.5)
