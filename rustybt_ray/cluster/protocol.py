@@ -50,7 +50,7 @@ class TrialOutcome:
 
     number: int
     params: dict[str, Any]
-    status: str  #: "complete" or "failed"
+    status: str  #: "complete", "failed" or "pruned"
     metrics: dict[str, float] | None
     error: str | None
     duration_s: float

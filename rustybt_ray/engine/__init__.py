@@ -16,7 +16,7 @@ from rustybt_ray.engine.costs import (
 from rustybt_ray.engine.ledger import Ledger, Transactions
 from rustybt_ray.engine.orders import Order
 from rustybt_ray.engine.result import BacktestResult
-from rustybt_ray.engine.run import run_algorithm, run_metrics
+from rustybt_ray.engine.run import TrialPruned, checkpoint_bars, run_algorithm, run_metrics
 from rustybt_ray.engine.schedule import date_rules, time_rules
 
 __all__ = [
@@ -41,5 +41,7 @@ __all__ = [
     "rolling_mean",
     "run_algorithm",
     "run_metrics",
+    "TrialPruned",
+    "checkpoint_bars",
     "time_rules",
 ]

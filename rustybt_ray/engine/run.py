@@ -10,7 +10,7 @@ from arrays.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,37 @@ from rustybt_ray.errors import StrategyError
 from rustybt_ray.metrics import compute_metrics, returns_from_values, round_trips
 
 FILL_PRICES = ("open", "close")
+
+#: ``checkpoint(step, metrics_so_far) -> stop?``, called at each checkpoint of a run.
+Checkpoint = Callable[[int, dict[str, float]], bool]
+
+
+class TrialPruned(Exception):
+    """Raised by :func:`run_metrics` when its ``checkpoint`` callback said stop (a pruner's decision).
+
+    Carries the checkpoint's ``step`` (1, 2, ...), the ``metrics`` of the bars run so
+    far and their number, ``bars``.
+    """
+
+    def __init__(self, step: int, metrics: dict[str, float], bars: int) -> None:
+        super().__init__(f"pruned at checkpoint {step} after {bars} bars")
+        self.step, self.metrics, self.bars = step, metrics, bars
+
+
+def checkpoint_bars(calendar: np.ndarray, i0: int, i1: int, every: str | int = "year") -> list[int]:
+    """Bar indices (exclusive ends) in ``(i0, i1)`` after which a run is judged.
+
+    ``every="year"``: after the last bar of each calendar year; an int ``k``: every
+    ``k`` bars. The run's own end is never a checkpoint: the trial finishes there anyway.
+    """
+    if isinstance(every, bool) or not (every == "year" or (isinstance(every, int) and every > 0)):
+        raise StrategyError(f"checkpoint_every must be 'year' or a positive number of bars, got {every!r}")
+    if every == "year":
+        years = calendar[i0:i1].astype("datetime64[Y]")
+        ends = (np.flatnonzero(years[1:] != years[:-1]) + 1 + i0).tolist()
+    else:
+        ends = list(range(i0 + int(every), i1, int(every)))
+    return [e for e in ends if i0 < e < i1]
 
 
 def run_algorithm(
@@ -81,14 +112,23 @@ def run_metrics(
     fill_price: str = "open",
     cache: ArrayCache | None = None,
     with_returns: bool = False,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_every: str | int = "year",
 ) -> tuple[dict[str, float], np.ndarray | None]:
     """The same backtest as :func:`run_algorithm`, returning only ``(metrics, returns or None)``.
 
     This is what sweep workers call: it skips the per-bar tables and ``analyze``,
     and the numbers are identical to ``run_algorithm(...).metrics``.
+
+    ``checkpoint(step, metrics_so_far)`` is called at each of
+    :func:`checkpoint_bars` (``checkpoint_every``) with the returns-based metrics
+    of the bars run so far (trade statistics such as ``n_trades`` and
+    ``turnover`` are NaN there); when it returns True the run stops and raises
+    :class:`TrialPruned`.
     """
     algo, b, ledger, i0, i1, capital, _ = _simulate(
-        strategy, bundle, start, end, capital_base, params, commission, slippage, fill_price, cache
+        strategy, bundle, start, end, capital_base, params, commission, slippage, fill_price, cache,
+        checkpoint, checkpoint_every,
     )
     pv, gross, tx, *_ = _valuation(b, ledger, i0, i1, capital)
     metrics = _metrics(b, pv, gross, tx, i0, i1, capital)
@@ -106,6 +146,8 @@ def _simulate(
     slippage: SlippageModel | None,
     fill_price: str,
     cache: ArrayCache | None,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_every: str | int = "year",
 ) -> tuple[TradingAlgorithm, Bundle, Ledger, int, int, float, dict[str, Any]]:
     if not (isinstance(strategy, type) and issubclass(strategy, TradingAlgorithm)):
         raise StrategyError(f"strategy must be a TradingAlgorithm subclass, got {strategy!r}")
@@ -132,7 +174,33 @@ def _simulate(
     _attach(algo, b, ledger, i0, i1, capital, cache if cache is not None else default_cache())
     used = _initialize(algo, pinned)
     algo._rb_started = True
-    _loop(algo, b, i0, i1, b.open if fill_price == "open" else b.close)
+    fill_block = b.open if fill_price == "open" else b.close
+    if checkpoint is None:
+        _loop(algo, b, i0, i1, fill_block)
+    else:
+        # The same loop run segment by segment: the state carries over, so a run that
+        # is never stopped gives exactly the numbers of an unsegmented one.
+        # Valuations are appended segment by segment (a bar's value never changes once
+        # the clock has passed it), so judging costs O(bars), not O(bars x checkpoints).
+        lo = i0
+        pvs: list[np.ndarray] = []
+        grosses: list[np.ndarray] = []
+        for step, hi in enumerate(checkpoint_bars(b.calendar, i0, i1, checkpoint_every), start=1):
+            _loop(algo, b, lo, hi, fill_block)
+            cash, pos = ledger.history(np.arange(lo, hi), capital)
+            held = pos != 0
+            marked = np.where(held, pos * np.where(held, b.price[lo:hi], 0.0), 0.0)
+            pvs.append(cash + marked.sum(axis=1))
+            grosses.append(np.abs(marked).sum(axis=1))
+            lo = hi
+            # Returns-based metrics only: trade statistics (round trips) would cost as
+            # much as the backtest itself at every checkpoint; they are NaN here.
+            so_far = compute_metrics(np.concatenate(pvs), capital, b.periods_per_year,
+                                     gross_exposure=np.concatenate(grosses))
+            so_far["n_transactions"] = float("nan")
+            if checkpoint(step, so_far):
+                raise TrialPruned(step, so_far, hi - i0)
+        _loop(algo, b, lo, i1, fill_block)
     return algo, b, ledger, i0, i1, capital, used
 
 

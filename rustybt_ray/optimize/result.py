@@ -22,6 +22,7 @@ from rustybt_ray.optimize.space import RESERVED_NAMES
 _META_KEY = b"rustybt_ray.optimization"
 _FORMAT_VERSION = 1
 _DIRECTIONS = ("maximize", "minimize")
+_STATUSES = ("complete", "failed", "pruned")
 _FIXED_SCHEMA: dict[str, pl.DataType] = {
     "number": pl.Int64(),
     "status": pl.String(),
@@ -67,7 +68,8 @@ class OptimizationResult:
     """All trials of a sweep as a polars table, with the objective that ranks them.
 
     Columns: ``number``, one per parameter, one per metric (f64), ``status``
-    ("complete"/"failed"), ``error``, ``duration_s``, ``worker``, ``attempts``.
+    ("complete", "failed", or "pruned": stopped early, its metrics cover the bars it ran),
+    ``error``, ``duration_s``, ``worker``, ``attempts`` (0: reused from the journal).
     """
 
     def __init__(
@@ -118,8 +120,9 @@ class OptimizationResult:
         """
         _check_names(param_names, metric_names, objective, direction)
         for r in records:
-            if r.get("status") not in ("complete", "failed"):
-                raise SearchSpaceError(f"record {r.get('number')!r}: status must be 'complete' or 'failed', got {r.get('status')!r}")
+            if r.get("status") not in _STATUSES:
+                raise SearchSpaceError(
+                    f"record {r.get('number')!r}: status must be one of {', '.join(_STATUSES)}, got {r.get('status')!r}")
         cols: dict[str, pl.Series] = {"number": pl.Series("number", [r["number"] for r in records], dtype=pl.Int64)}
         for name in param_names:
             cols[name] = _param_series(name, [(r.get("params") or {}).get(name) for r in records])
@@ -152,6 +155,11 @@ class OptimizationResult:
     def n_complete(self) -> int:
         """Trials that finished."""
         return int((self._trials["status"] == "complete").sum())
+
+    @property
+    def n_pruned(self) -> int:
+        """Trials stopped early by a pruner."""
+        return int((self._trials["status"] == "pruned").sum())
 
     @property
     def n_failed(self) -> int:
@@ -226,7 +234,8 @@ class OptimizationResult:
             head = f"best #{best['number']} {self.objective}={best['metrics'][self.objective]:.6g} params={best['params']}"
         return (
             f"OptimizationResult({self.objective!r} {self.direction}, trials={len(self)}, "
-            f"complete={self.n_complete}, failed={self.n_failed}, {head})"
+            f"complete={self.n_complete}, failed={self.n_failed}"
+            + (f", pruned={self.n_pruned}" if self.n_pruned else "") + f", {head})"
         )
 
     def __eq__(self, other: object) -> bool:
