@@ -33,6 +33,11 @@ class JobSpec:
     slippage: SlippageModel | None = None
     fill_price: str = "open"
     with_returns: bool = False
+    #: Early stopping, or None: ``{"reporter": [actor], "objective": name or callable,
+    #: "every": "year" or bars}``. Workers call ``reporter.report.remote(number, step,
+    #: value) -> stop?`` at each checkpoint and ``reporter.finish.remote(number, status,
+    #: value)`` at the end; the reporter is opaque here (cluster knows nothing of Optuna).
+    pruning: dict[str, Any] | None = None
 
 
 #: Keys a trial may override from its job: its own date range (walk-forward windows

@@ -20,7 +20,7 @@ import ray
 from rustybt_ray.cluster.protocol import JobSpec, Trial, TrialOutcome
 from rustybt_ray.data.bundle import Bundle
 from rustybt_ray.engine.array_cache import ArrayCache
-from rustybt_ray.engine.run import run_metrics
+from rustybt_ray.engine.run import TrialPruned, run_metrics
 
 
 class BacktestWorker:
@@ -65,6 +65,7 @@ class BacktestWorker:
         for trial in trials:
             number, params = trial[0], trial[1]
             over = trial[2] if len(trial) > 2 else {}
+            judge = _Checkpoints(number, spec.pruning) if spec.pruning is not None else None
             t0 = time.perf_counter()
             try:
                 metrics, returns = run_metrics(
@@ -72,13 +73,19 @@ class BacktestWorker:
                     spec.capital_base, params,
                     commission=spec.commission, slippage=spec.slippage, fill_price=spec.fill_price,
                     cache=self.cache, with_returns=over.get("with_returns", spec.with_returns),
+                    checkpoint=judge, checkpoint_every=spec.pruning["every"] if judge is not None else "year",
                 )
                 outcome = TrialOutcome(number, params, "complete", metrics, None, 0.0, self.worker_id,
                                        returns.astype(np.float32) if returns is not None else None)
+            except TrialPruned as stop:
+                outcome = TrialOutcome(number, params, "pruned", stop.metrics, None, 0.0, self.worker_id,
+                                       extra={"step": stop.step, "bars": stop.bars})
             except Exception:  # noqa: BLE001 - a strategy's bug fails its own trial only
                 outcome = TrialOutcome(number, params, "failed", None, traceback.format_exc(limit=20), 0.0,
                                        self.worker_id)
             outcome.duration_s = time.perf_counter() - t0
+            if judge is not None:
+                judge.finish(outcome)
             out.append(outcome)
             self.trials_run += 1
         return out
@@ -105,6 +112,55 @@ class BacktestWorker:
             "address": int(b.values.__array_interface__["data"][0]),
             "nbytes": int(b.values.nbytes),
         }
+
+
+class _Checkpoints:
+    """A trial's checkpoint callback: reports the objective so far, reads the pruner's decisions.
+
+    Decisions are pipelined: the answer to a report is read (if it has arrived) at the
+    next checkpoint, so the worker never blocks on a round trip to the coordinator.
+    """
+
+    def __init__(self, number: int, pruning: dict[str, Any]) -> None:
+        self.number = number
+        self.reporter = pruning["reporter"][0]
+        self.objective = pruning["objective"]
+        self.pending: list[Any] = []
+        self.values: dict[int, float] = {}
+
+    def value(self, metrics: dict[str, float]) -> float:
+        """The objective of a metrics dict (NaN when it cannot be computed)."""
+        try:
+            v = self.objective(metrics) if callable(self.objective) else metrics.get(self.objective, float("nan"))
+            return float(v)
+        except Exception:  # noqa: BLE001 - a partial run may lack what the objective reads
+            return float("nan")
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> bool:
+        value = self.value(metrics)
+        self.values[step] = value
+        if self.reporter is None:
+            return False
+        stop = False
+        try:
+            if self.pending:
+                ready, self.pending = ray.wait(self.pending, num_returns=len(self.pending), timeout=0)
+                stop = any(ray.get(ready))
+            if not stop:
+                self.pending.append(self.reporter.report.remote(self.number, step, value))
+        except ray.exceptions.RayError:
+            # A lost coordinator costs the pruning, never the trial: run to the end.
+            self.reporter = None
+            return False
+        return stop
+
+    def finish(self, outcome: TrialOutcome) -> None:
+        """Tell the coordinator how the trial ended; attach the intermediate values to the outcome."""
+        final = self.value(outcome.metrics) if outcome.status == "complete" and outcome.metrics else None
+        if self.reporter is not None:
+            self.reporter.finish.remote(self.number, outcome.status, final)
+        if self.values:
+            outcome.extra["intermediate"] = dict(self.values)
 
 
 #: Concurrency group for liveness pings. Methods run one at a time in the default

@@ -142,6 +142,17 @@ class _SearchSource:
         self._tell_algorithm(o)
 
     def _tell_algorithm(self, o: TrialOutcome) -> None:
+        steps = o.extra.get("intermediate")
+        report = getattr(self.algorithm, "report", None)
+        if steps and report is not None:
+            # The driver's study learns the intermediate values too (Optuna's plots, TPE).
+            for step, value in sorted(steps.items()):
+                if math.isfinite(value):
+                    report(o.number, int(step), value)
+        if o.status == "pruned":
+            last = [v for _, v in sorted((steps or {}).items()) if math.isfinite(v)]
+            self.algorithm.tell(o.number, [last[-1]] if last else None, "pruned", o.metrics)
+            return
         if o.status != "complete" or o.metrics is None:
             self.algorithm.tell(o.number, None, "failed", o.metrics)
             return
@@ -242,6 +253,8 @@ class ParallelOptimizer:
         slippage: SlippageModel | None = None,
         fill_price: str = "open",
         journal: str | os.PathLike[str] | None = None,
+        pruner: Any = None,
+        checkpoint_every: str | int = "year",
     ) -> OptimizationResult:
         """Run every trial the algorithm asks for and return the :class:`OptimizationResult`.
 
@@ -255,11 +268,20 @@ class ParallelOptimizer:
         :mod:`rustybt_ray.optimize.journal`): trials already in it are not run again, so
         re-running a sweep that crashed, or a grid whose space was edited, runs only
         what is missing. Reused trials have ``attempts == 0`` in the table.
+
+        ``pruner`` stops trials early (see :mod:`rustybt_ray.optimize.pruning`): an
+        Optuna pruner or ``"median"``, ``"halving"``, ``"hyperband"``; by default the
+        algorithm's own (``OptunaSearch(pruner=...)``). Trials are judged on the
+        objective of the bars run so far at each ``checkpoint_every`` (``"year"`` or a
+        number of bars); stopped ones have status ``"pruned"``. Single objective only.
         """
         objectives = _Objectives(objective, direction)
+        pruning = _pruning(pruner if pruner is not None else getattr(self.algorithm, "pruner", None),
+                           objectives, checkpoint_every)
         session = SweepSession(strategy, bundle, start_date, end_date, pool=self.pool, n_jobs=self.n_jobs,
                                config=self.config, address=self.address, capital_base=capital_base,
-                               commission=commission, slippage=slippage, fill_price=fill_price)
+                               commission=commission, slippage=slippage, fill_price=fill_price,
+                               pruning=pruning)
         b = session.bundle
         self.algorithm.start(self.algorithm.space, objectives.pairs)
         space = self.algorithm.space
@@ -316,6 +338,22 @@ class ParallelOptimizer:
         # Per-bar returns stay beside the table (one float32 array per trial), when asked for.
         result.returns = {r["number"]: r["returns"] for r in records if r["returns"] is not None}
         return result
+
+
+def _pruning(pruner: Any, objectives: _Objectives, every: str | int) -> dict[str, Any] | None:
+    """The session's early-stopping spec, or None when there is no pruner."""
+    from rustybt_ray.engine.run import checkpoint_bars
+    from rustybt_ray.optimize.pruning import make_pruner
+
+    p = make_pruner(pruner)
+    if p is None:
+        return None
+    if len(objectives.names) > 1:
+        raise SearchSpaceError("pruning needs a single objective; drop the pruner or keep one objective")
+    checkpoint_bars(np.empty(0, dtype="datetime64[ns]"), 0, 0, every)  # validates ``every`` now
+    name = objectives.names[0]
+    return {"pruner": p, "direction": objectives.directions[0],
+            "objective": objectives.callables.get(name, name), "every": every}
 
 
 def _objective(objective: Any, direction: str | None) -> tuple[str, str]:

@@ -21,7 +21,7 @@ from rustybt_ray.errors import SearchSpaceError
 from rustybt_ray.optimize.space import ContinuousParameter, ParameterSpace
 
 DIRECTIONS = ("maximize", "minimize")
-STATUSES = ("complete", "failed")
+STATUSES = ("complete", "failed", "pruned")
 # Grid points given to a continuous parameter when the user gave no count; the guide's
 # GridSearchAlgorithm(param_space) example relies on it.
 DEFAULT_GRID_POINTS = 5
@@ -76,7 +76,8 @@ class SearchAlgorithm(abc.ABC):
     @abc.abstractmethod
     def tell(self, number: int, values: Sequence[float] | None, status: str,
              metrics: Mapping[str, float] | None = None) -> None:
-        """Report trial ``number``: ``status`` "complete" with one value per objective, or "failed" with None.
+        """Report trial ``number``: ``status`` "complete" with one value per objective, "failed" with None,
+        or "pruned" (stopped early) with its last intermediate value or None.
 
         ``metrics`` is the trial's whole metrics dict when known (algorithms that apply
         constraints, such as "at least 20 trades", read it); algorithms may ignore it.
@@ -127,8 +128,10 @@ class SearchAlgorithm(abc.ABC):
         if number in told:
             raise SearchSpaceError(f"tell({number}): trial {number} was already told")
         if status not in STATUSES:
-            raise SearchSpaceError(f"tell({number}): status must be 'complete' or 'failed', got {status!r}")
-        if status == "failed":
+            raise SearchSpaceError(f"tell({number}): status must be one of {', '.join(STATUSES)}, got {status!r}")
+        if status != "complete":
+            # Failed, or pruned (stopped early: its value, if any, is an intermediate one
+            # and never ranks against complete trials).
             told.add(number)
             return None
         if values is None:

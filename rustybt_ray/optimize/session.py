@@ -47,6 +47,9 @@ class SweepSession:
             ``n_jobs`` workers and closes it on exit.
         config: the :class:`OptimizationConfig` (batching, retries, caching, returns).
         address: Ray address to connect to when Ray is not initialized.
+        pruning: early stopping, or None: ``{"pruner": optuna pruner, "direction":
+            "maximize"|"minimize", "objective": metric name or callable, "every":
+            "year" or bars}``; a :class:`PruningCoordinator` actor lives as long as the session.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class SweepSession:
         commission: CommissionModel | None = None,
         slippage: SlippageModel | None = None,
         fill_price: str = "open",
+        pruning: dict[str, Any] | None = None,
     ) -> None:
         from rustybt_ray.data import load_bundle
 
@@ -78,6 +82,8 @@ class SweepSession:
         self._borrowed = pool
         self._n_jobs = n_jobs
         self._address = address
+        self._pruning = pruning
+        self.coordinator: Any = None
         self.pool: Any = None
         self.spec: JobSpec | None = None
         self.stats: list[SchedulerStats] = []
@@ -92,9 +98,21 @@ class SweepSession:
         _last_pool = weakref.ref(self.pool)
         try:
             ref = self.pool.store.put(self.bundle)
+            pruning = None
+            if self._pruning is not None:
+                from rustybt_ray.optimize.pruning import PruningCoordinatorActor
+
+                p = self._pruning
+                ship_by_value(type(p["pruner"]))
+                ship_by_value(p["objective"])
+                self.coordinator = PruningCoordinatorActor.remote(p["pruner"], p["direction"])
+                import ray
+
+                ray.get(self.coordinator.stats.remote())  # creation errors surface here, not in every trial
+                pruning = {"reporter": [self.coordinator], "objective": p["objective"], "every": p["every"]}
             self.spec = JobSpec(uuid.uuid4().hex, self.strategy, [ref], self.bundle.version, self.start, self.end,
                                 self.capital_base, self.commission, self.slippage, self.fill_price,
-                                self.config.return_daily_returns)
+                                self.config.return_daily_returns, pruning)
             self.pool.prepare(self.spec)
         except BaseException:
             self._cleanup()
@@ -105,6 +123,11 @@ class SweepSession:
         self._cleanup()
 
     def _cleanup(self) -> None:
+        if self.coordinator is not None:
+            import ray
+
+            ray.kill(self.coordinator)
+            self.coordinator = None
         if self.pool is None:
             return
         try:
@@ -161,8 +184,8 @@ class SweepSession:
                 bar.close()
 
 
-def ship_by_value(strategy: type) -> None:
-    """Pickle the strategy's module by value when workers may not be able to import it.
+def ship_by_value(obj: Any) -> None:
+    """Pickle the module defining ``obj`` (a strategy class, a pruner, an objective function) by value.
 
     Strategies live in notebooks, scripts, test files and files the CLI loaded by
     path: modules that exist only in the driver. ``__main__`` is already pickled by
@@ -170,10 +193,15 @@ def ship_by_value(strategy: type) -> None:
     """
     from ray import cloudpickle
 
-    name = strategy.__module__
-    module = sys.modules.get(name)
-    if module is None or name == "__main__" or name.split(".")[0] == "rustybt_ray":
+    name = getattr(obj, "__module__", None)
+    if not isinstance(name, str):
         return
+    module = sys.modules.get(name)
+    if module is None or name == "__main__" or name.split(".")[0] in ("rustybt_ray", *sys.stdlib_module_names):
+        return
+    path = getattr(module, "__file__", None) or ""
+    if not path or "site-packages" in path or "dist-packages" in path:
+        return  # installed packages (optuna's pruners, ...) import on every worker
     try:
         cloudpickle.register_pickle_by_value(module)
     except ValueError:  # a builtin or otherwise unregistrable module: leave it to Ray

@@ -1,0 +1,105 @@
+"""Early stopping on history length: an Optuna pruner that reaches trials while they run in workers.
+
+A backtest is not iterative training, but it can be judged early: run the first
+years, compute the objective on the bars so far, and stop the trials that are
+clearly worse than finished ones at the same point. Optuna's pruners
+(``MedianPruner``, ``SuccessiveHalvingPruner``, ``HyperbandPruner``) decide that from
+intermediate values, but they live in the driver's study while the trials run in
+worker actors, and a Ray actor cannot call into the driver.
+
+So the pruner gets its own small actor, the :class:`PruningCoordinator`. It holds a
+mirror study (in-memory storage, the sweep's direction and pruner) that sees exactly
+what a pruner needs: every running trial's intermediate values and which trials
+finished. Workers report ``(trial, step, value)`` at each checkpoint (by default the
+last bar of each calendar year) and read the decision; the driver's study learns
+the intermediate values with each finished trial, so Optuna's plots and the TPE
+sampler see them too.
+
+Workers do not wait for a decision: a report's answer is read at the next
+checkpoint, so a pruned trial runs one checkpoint too many but no worker ever
+blocks on a round trip. As in any asynchronous parallel pruning, decisions depend on
+which trials happened to finish first; with one worker they are reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+import ray
+
+from rustybt_ray.errors import SearchSpaceError
+
+PRUNER_NAMES = ("median", "halving", "hyperband", "none")
+
+
+def make_pruner(pruner: str | optuna.pruners.BasePruner | None) -> optuna.pruners.BasePruner | None:
+    """An Optuna pruner from a name (``median``, ``halving``, ``hyperband``, ``none``) or an instance."""
+    if pruner is None or pruner == "none":
+        return None
+    if isinstance(pruner, optuna.pruners.BasePruner):
+        return pruner
+    if pruner == "median":
+        # Judge from the 2nd checkpoint on, once 5 trials finished: the first year alone is noise.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    if pruner == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    raise SearchSpaceError(f"unknown pruner {pruner!r}; use one of {', '.join(PRUNER_NAMES)} or an optuna pruner")
+
+
+class PruningCoordinator:
+    """The pruner's mirror study; wrapped as a Ray actor by :data:`PruningCoordinatorActor`.
+
+    Trials are keyed by the sweep's trial number. ``report`` creates the mirror trial
+    on first sight; ``finish`` closes it (complete, pruned or failed) so later
+    decisions compare against it.
+    """
+
+    def __init__(self, pruner: optuna.pruners.BasePruner, direction: str) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.study = optuna.create_study(direction=direction, pruner=pruner,
+                                         sampler=optuna.samplers.RandomSampler(seed=0))
+        self.trials: dict[int, optuna.trial.Trial] = {}
+        self.reports = 0
+        self.pruned = 0
+
+    def report(self, number: int, step: int, value: float) -> bool:
+        """Record ``value`` at ``step`` for trial ``number``; True when the trial should stop."""
+        trial = self.trials.get(number)
+        if trial is None:
+            trial = self.trials[number] = self.study.ask()
+        self.reports += 1
+        if value is None or not math.isfinite(value):
+            # No trade yet gives a NaN Sharpe: not evidence of a bad trial, so no decision.
+            return False
+        trial.report(float(value), int(step))
+        prune = bool(trial.should_prune())
+        self.pruned += prune
+        return prune
+
+    def finish(self, number: int, status: str, value: float | None) -> None:
+        """Close trial ``number``: ``status`` "complete" (with its final value), "pruned" or "failed"."""
+        trial = self.trials.pop(number, None)
+        if trial is None:
+            if status != "complete" or value is None or not math.isfinite(value):
+                return
+            trial = self.study.ask()  # finished before its first checkpoint: still a reference point
+        if status == "complete" and value is not None and math.isfinite(value):
+            self.study.tell(trial, float(value))
+        elif status == "pruned":
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    def stats(self) -> dict[str, int]:
+        """Reports received, trials told to stop, trials still open."""
+        return {"reports": self.reports, "pruned": self.pruned, "open": len(self.trials)}
+
+
+#: The coordinator as an actor: no CPU reserved (it only answers small calls), and
+#: calls run one at a time, in order, so the mirror study needs no locks.
+PruningCoordinatorActor = ray.remote(num_cpus=0, max_restarts=0)(PruningCoordinator)
+
