@@ -77,3 +77,11 @@ class BundleNameError(BundleError, ValueError):
 
 class SearchSpaceError(RustyBTError):
     """A parameter space, a constraint, a search algorithm's use, or a result's column names are malformed."""
+
+
+class OverfittingError(RustyBTError):
+    """Inputs to an overfitting diagnostic (deflated Sharpe ratio, PBO) are malformed.
+
+    Too few trials, bars or splits, a negative Sharpe variance, non-finite
+    returns (the message names the trial columns) or constant returns.
+    """
