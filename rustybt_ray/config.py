@@ -50,8 +50,12 @@ class OptimizationConfig:
     """Times a trial is retried after its actor died."""
     health_check_interval_s: float = 10.0
     """Seconds between actor liveness checks."""
-    return_daily_returns: bool = False
-    """Workers also send float32 per-bar returns of every trial."""
+    return_daily_returns: bool = True
+    """Workers also send float32 per-bar returns of every trial (4 bytes per bar per trial).
+
+    The overfitting statistics (PBO needs every trial's returns) and the equity plots
+    use them; turn off for sweeps of ~100k trials over long histories, where they
+    would take gigabytes on the driver."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -332,6 +332,7 @@ class ParallelOptimizer:
             "capital_base": float(capital_base),
             "algorithm": type(self.algorithm).__name__,
             "reused_trials": len(source.reused),
+            "periods_per_year": float(b.periods_per_year),
         }
         result = OptimizationResult.from_records(records, param_names, metric_names, objectives.names[0],
                                                  objectives.directions[0], meta, objectives=objectives.pairs)

@@ -222,6 +222,42 @@ class OptimizationResult:
             dominated |= ((block >= pts[None]).all(axis=2) & (block > pts[None]).any(axis=2)).any(axis=0)
         return done.filter(pl.Series(~dominated)).sort("number")
 
+    def overfitting(self, n_splits: int = 16) -> dict[str, float | int]:
+        """Deflated Sharpe Ratio of :attr:`best` and the PBO of the sweep (see :mod:`rustybt_ray.optimize.overfitting`).
+
+        Uses every complete trial's per-bar returns (kept when
+        ``OptimizationConfig.return_daily_returns`` is on, the default) and the true
+        number of trials run. Sharpe values in the report are per bar;
+        ``sharpe_annual`` is the best trial's, annualised with the bundle's bars per year.
+        """
+        from rustybt_ray.errors import OverfittingError
+        from rustybt_ray.optimize.overfitting import overfitting_report
+
+        key = ("overfitting", n_splits)
+        cached = self.__dict__.setdefault("_cache", {}).get(key)
+        if cached is not None:
+            return dict(cached)
+        best = self.best
+        done = self._trials.filter(pl.col("status") == "complete")["number"].to_list()
+        numbers = [n for n in done if n in self.returns]
+        if best is None or best["number"] not in self.returns:
+            raise OverfittingError(
+                "overfitting statistics need the trials' per-bar returns: run with "
+                "OptimizationConfig(return_daily_returns=True) (the default)")
+        if len(numbers) < 2:
+            raise OverfittingError(f"overfitting statistics need at least 2 complete trials, got {len(numbers)}")
+        lengths = {len(self.returns[n]) for n in numbers}
+        if len(lengths) != 1:
+            raise OverfittingError(f"the trials' returns have different lengths {sorted(lengths)}: one date range is needed")
+        matrix = np.column_stack([np.asarray(self.returns[n], dtype=np.float64) for n in numbers])
+        # A bar with no return yet (NaN before the first valuation) carries no information.
+        matrix = np.nan_to_num(matrix, nan=0.0)
+        report = overfitting_report(matrix, numbers=numbers, best=numbers.index(best["number"]), n_splits=n_splits)
+        ppy = self.meta.get("periods_per_year")
+        report["sharpe_annual"] = report["sharpe"] * math.sqrt(ppy) if ppy else math.nan
+        self._cache[key] = report
+        return dict(report)
+
     def to_pandas(self) -> pd.DataFrame:
         """The trials table as a pandas DataFrame."""
         return self._trials.to_pandas()

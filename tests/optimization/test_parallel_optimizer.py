@@ -280,5 +280,6 @@ def test_batches_in_flight_and_returns_fields(ray_session, demo):
     _, expected = run_metrics(SmaCrossover, demo, START, END, params={"fast": params["fast"], "slow": params["slow"]},
                               with_returns=True)
     np.testing.assert_allclose(first, expected.astype(np.float32))
-    plain = ParallelOptimizer(GridSearchAlgorithm(space), n_jobs=2, progress=False).run(SmaCrossover, demo, START, END)
+    plain = ParallelOptimizer(GridSearchAlgorithm(space), n_jobs=2, progress=False,
+                              config=OptimizationConfig(return_daily_returns=False)).run(SmaCrossover, demo, START, END)
     assert plain.returns == {}

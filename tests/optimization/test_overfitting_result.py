@@ -1,0 +1,55 @@
+"""Every sweep result carries its overfitting statistics, computed from the trials' own returns."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rustybt_ray import load_bundle
+from rustybt_ray.engine import run_metrics
+from rustybt_ray.errors import OverfittingError
+from rustybt_ray.examples.sma_crossover import SmaCrossover
+from rustybt_ray.optimization import DiscreteParameter, OptimizationConfig, ParallelOptimizer, ParameterSpace
+from rustybt_ray.optimize.overfitting import deflated_sharpe_ratio, probability_of_backtest_overfitting
+
+START, END = "2012-01-01", "2019-12-31"
+
+
+def space() -> ParameterSpace:
+    return ParameterSpace([DiscreteParameter("fast", 5, 25, 5), DiscreteParameter("slow", 40, 120, 20)],
+                          constraints=["fast < slow"])
+
+
+def test_overfitting_matches_an_independent_computation(ray_session):
+    result = ParallelOptimizer(space(), n_jobs=2, progress=False).run(SmaCrossover, "demo", START, END)
+    report = result.overfitting(n_splits=8)
+    demo = load_bundle("demo")
+    cols, numbers = [], []
+    for row in result.trials.iter_rows(named=True):
+        _, r = run_metrics(SmaCrossover, demo, START, END, params={"fast": row["fast"], "slow": row["slow"]},
+                           with_returns=True)
+        cols.append(np.nan_to_num(r.astype(np.float32).astype(np.float64)))
+        numbers.append(row["number"])
+    matrix = np.column_stack(cols)
+    best = numbers.index(result.best["number"])
+    sharpes = matrix.mean(axis=0) / matrix.std(axis=0, ddof=1)
+    dsr = deflated_sharpe_ratio(matrix[:, best], len(numbers), float(np.var(sharpes, ddof=1)))
+    pbo = probability_of_backtest_overfitting(matrix, n_splits=8)
+    assert report["best_number"] == result.best["number"]
+    assert report["n_trials"] == len(result) == 25  # every grid point satisfies fast < slow
+    assert report["dsr"] == pytest.approx(dsr.dsr, rel=1e-12)
+    assert report["pbo"] == pytest.approx(pbo.pbo, abs=0)
+    assert 0.0 <= report["pbo"] <= 1.0 and 0.0 <= report["dsr"] <= 1.0
+    assert report["sharpe_annual"] == pytest.approx(report["sharpe"] * math.sqrt(demo.periods_per_year))
+    # The selected trial's annualised Sharpe is the table's best (same returns, ddof=1).
+    assert report["sharpe_annual"] == pytest.approx(result.best["metrics"]["sharpe"], rel=1e-4)
+
+
+def test_without_returns_the_error_says_what_to_change(ray_session):
+    result = ParallelOptimizer(space(), n_jobs=2, progress=False,
+                               config=OptimizationConfig(return_daily_returns=False)).run(
+        SmaCrossover, "demo", START, END)
+    with pytest.raises(OverfittingError, match="return_daily_returns=True"):
+        result.overfitting()
