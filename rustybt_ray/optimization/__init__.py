@@ -17,6 +17,9 @@ from rustybt_ray.optimize import (
     ParameterSpace,
     RandomSearchAlgorithm,
     SearchAlgorithm,
+    WalkForwardOptimizer,
+    WalkForwardResult,
+    WindowConfig,
 )
 
 __all__ = [
@@ -31,5 +34,8 @@ __all__ = [
     "PersistentWorkerPool",
     "RandomSearchAlgorithm",
     "SearchAlgorithm",
+    "WalkForwardOptimizer",
+    "WalkForwardResult",
+    "WindowConfig",
     "WorkerPool",
 ]

@@ -9,6 +9,9 @@ from rustybt_ray.optimize.space import (
     DiscreteParameter,
     ParameterSpace,
 )
+from rustybt_ray.optimize.walk_forward import WalkForwardOptimizer
+from rustybt_ray.optimize.walk_forward_result import WalkForwardResult
+from rustybt_ray.optimize.windows import WindowConfig
 
 __all__ = [
     "CategoricalParameter",
@@ -21,4 +24,7 @@ __all__ = [
     "RandomSearchAlgorithm",
     "SearchAlgorithm",
     "TrialRequest",
+    "WalkForwardOptimizer",
+    "WalkForwardResult",
+    "WindowConfig",
 ]
