@@ -8,11 +8,13 @@ gives the names the user guide uses.
 from rustybt_ray.cluster.pool import PersistentWorkerPool, WorkerPool
 from rustybt_ray.config import OptimizationConfig
 from rustybt_ray.optimize import (
+    BayesianOptimizationAlgorithm,
     CategoricalParameter,
     ContinuousParameter,
     DiscreteParameter,
     GridSearchAlgorithm,
     OptimizationResult,
+    OptunaSearch,
     ParallelOptimizer,
     ParameterSpace,
     RandomSearchAlgorithm,
@@ -23,12 +25,14 @@ from rustybt_ray.optimize import (
 )
 
 __all__ = [
+    "BayesianOptimizationAlgorithm",
     "CategoricalParameter",
     "ContinuousParameter",
     "DiscreteParameter",
     "GridSearchAlgorithm",
     "OptimizationConfig",
     "OptimizationResult",
+    "OptunaSearch",
     "ParallelOptimizer",
     "ParameterSpace",
     "PersistentWorkerPool",

@@ -1,6 +1,7 @@
 """Search spaces, ask/tell search algorithms, the parallel optimizer and its results."""
 
 from rustybt_ray.optimize.optimizer import ParallelOptimizer
+from rustybt_ray.optimize.optuna_search import BayesianOptimizationAlgorithm, OptunaSearch
 from rustybt_ray.optimize.result import OptimizationResult
 from rustybt_ray.optimize.search import GridSearchAlgorithm, RandomSearchAlgorithm, SearchAlgorithm, TrialRequest
 from rustybt_ray.optimize.space import (
@@ -14,11 +15,13 @@ from rustybt_ray.optimize.walk_forward_result import WalkForwardResult
 from rustybt_ray.optimize.windows import WindowConfig
 
 __all__ = [
+    "BayesianOptimizationAlgorithm",
     "CategoricalParameter",
     "ContinuousParameter",
     "DiscreteParameter",
     "GridSearchAlgorithm",
     "OptimizationResult",
+    "OptunaSearch",
     "ParallelOptimizer",
     "ParameterSpace",
     "RandomSearchAlgorithm",
