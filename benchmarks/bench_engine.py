@@ -11,7 +11,11 @@ Variants:
 - ``natural_dataframe``: the same rules on ``return_type='dataframe'``;
 - ``empty``: an empty ``handle_data`` (the engine's own cost per bar);
 - ``lean_loop``: a pure-Python loop computing the same rules with running sums
-  and the same fill/cost arithmetic (the floor), checked against the engine's equity.
+  and the same fill/cost arithmetic (the floor), checked against the engine's equity;
+- ``natural_metrics`` / ``cached_batch_metrics``: ``run_metrics`` (the sweep workers'
+  lean path) of ``SmaCrossover`` and of ``SmaCrossoverCached`` (moving averages from a
+  warmed ``ArrayCache``, one ``order_target_percents`` call per bar), the two runs
+  alternated so that their ratio is measured under the same load.
 
 Each figure is the median over ``--repeats`` runs; ``loop`` excludes building the
 result (metrics, tables), ``total`` includes it. Prints one JSON object.
@@ -33,8 +37,8 @@ import numpy as np
 
 import rustybt_ray.engine.run as engine_run
 from rustybt_ray.data import Bundle, ingest_bundle, load_bundle
-from rustybt_ray.engine import TradingAlgorithm, run_algorithm
-from rustybt_ray.examples.sma_crossover import SmaCrossover, SmaCrossoverDataFrame
+from rustybt_ray.engine import ArrayCache, TradingAlgorithm, run_algorithm, run_metrics
+from rustybt_ray.examples.sma_crossover import SmaCrossover, SmaCrossoverCached, SmaCrossoverDataFrame
 
 SYMBOLS = ["AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA", "TSLA", "SPY"]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mag7_daily_yf_2005_2025"
@@ -145,6 +149,20 @@ def engine_times(cls: type[TradingAlgorithm], b: Bundle, repeats: int) -> dict[s
     return {"total_s": statistics.median(totals), "loop_s": statistics.median(loop_times)}
 
 
+def metrics_times(classes: list[type[TradingAlgorithm]], b: Bundle, repeats: int) -> dict[str, float]:
+    """Median seconds of ``run_metrics`` per class, the classes alternated run by run; one warmed cache."""
+    cache = ArrayCache()
+    for cls in classes:
+        run_metrics(cls, b, capital_base=CAPITAL, cache=cache)  # the averages become cache hits
+    times: dict[str, list[float]] = {cls.__name__: [] for cls in classes}
+    for _ in range(repeats):
+        for cls in classes:
+            t0 = time.perf_counter()
+            run_metrics(cls, b, capital_base=CAPITAL, cache=cache)
+            times[cls.__name__].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -158,7 +176,10 @@ def main() -> None:
     frame = engine_times(SmaCrossoverDataFrame, b, max(3, args.repeats // 2))
     empty = engine_times(Empty, b, args.repeats)
     lean_s = statistics.median(timed(lambda: lean_loop(b), args.repeats))
+    lean_metrics = metrics_times([SmaCrossover, SmaCrossoverCached], b, args.repeats)
+    natural_m, cached_m = lean_metrics["SmaCrossover"], lean_metrics["SmaCrossoverCached"]
     engine_equity = run_algorithm(SmaCrossover, b, capital_base=CAPITAL).final_value
+    cached_equity = run_metrics(SmaCrossoverCached, b, capital_base=CAPITAL)[0]["final_value"]
     lean_equity = lean_loop(b)
 
     out = {
@@ -174,19 +195,26 @@ def main() -> None:
             "empty_total": per_bar(empty["total_s"]),
             "empty_loop": per_bar(empty["loop_s"]),
             "lean_loop": per_bar(lean_s),
+            "natural_metrics": per_bar(natural_m),
+            "cached_batch_metrics": per_bar(cached_m),
         },
         "ratios": {
             "dataframe_over_array": round(frame["total_s"] / natural["total_s"], 2),
             "natural_over_lean": round(natural["total_s"] / lean_s, 2),
+            "cached_batch_over_natural_metrics": round(cached_m / natural_m, 3),
+            "cached_batch_over_lean": round(cached_m / lean_s, 2),
         },
         "targets": {
             "natural_array_total_le_25us": per_bar(natural["total_s"]) <= 25.0,
             "engine_own_cost_le_3us": per_bar(empty["total_s"]) <= 3.0,
+            "cached_batch_metrics_le_8us": per_bar(cached_m) <= 8.0,
         },
         "check": {
             "engine_final_equity": engine_equity,
             "lean_final_equity": lean_equity,
             "relative_difference": abs(engine_equity - lean_equity) / engine_equity,
+            "cached_batch_final_equity": cached_equity,
+            "cached_batch_relative_difference": abs(cached_equity - engine_equity) / engine_equity,
         },
     }
     print(json.dumps(out, indent=2))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import operator
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ import numpy as np
 from rustybt_ray.data.bundle import Asset
 from rustybt_ray.engine.costs import CommissionModel, SlippageModel
 from rustybt_ray.engine.orders import Order
+from rustybt_ray.engine.rebalance import order_target_percents as _order_target_percents
 from rustybt_ray.engine.schedule import DateRule, Scheduled, TimeRule, date_rules, time_rules
 from rustybt_ray.errors import OrderError, StrategyError
 
@@ -83,6 +85,8 @@ class Portfolio:
 
 
 _HUGE = 1e300
+_trunc = math.trunc
+_mul = operator.mul
 _NO_ORDERS_IN_INITIALIZE = (
     "orders cannot be placed in initialize(): place them in handle_data, a scheduled function "
     "or before_trading_start"
@@ -91,11 +95,18 @@ _NO_ORDERS_IN_INITIALIZE = (
 
 def _round_shares(x: float) -> float:
     # zipline's rule: snap amounts within 1e-4 of an integer, else truncate toward zero,
-    # so 0.1 * 1000 / 10 == 9.999999999 still buys 10 shares.
-    r = round(x)
-    if abs(x - r) < 1e-4:
-        return float(r)
-    return float(math.trunc(x))
+    # so 0.1 * 1000 / 10 == 9.999999999 still buys 10 shares. Computed as truncation plus
+    # a correction, one call cheaper than round(): d = x - trunc(x) is exact, and
+    # |x - (r + 1)| < 1e-4 <=> d > 1 - 1e-4 <=> d >= 0.9999, because the double 0.9999 is
+    # the nearest one to 1 - 1e-4 and lies above it. Equal to the round() form for every
+    # double (tests/engine/test_rebalance.py checks the boundaries).
+    r = _trunc(x)
+    d = x - r
+    if d >= 0.9999:
+        r += 1
+    elif d <= -0.9999:
+        r -= 1
+    return float(r)
 
 
 class TradingAlgorithm:
@@ -205,14 +216,23 @@ class TradingAlgorithm:
             if not -_HUGE < shares < _HUGE:
                 _finite("target", target)
         x = shares - self._rb_held[asset]
-        r = round(x)
-        amount = float(r) if abs(x - r) < 1e-4 else float(math.trunc(x))
-        if amount == 0:
+        r = _trunc(x)  # _round_shares inlined
+        d = x - r
+        if d >= 0.9999:
+            r += 1
+        elif d <= -0.9999:
+            r -= 1
+        if not r:
             return None
+        amount = float(r)
         if not self._rb_started:
             raise OrderError(_NO_ORDERS_IN_INITIALIZE)
         self._rb_held[asset] += amount
         return self._rb_book.place(asset, amount, t)
+
+    #: Batch form of :meth:`order_target_percent`: one target weight per asset (see
+    #: :func:`rustybt_ray.engine.rebalance.order_target_percents`).
+    order_target_percents = _order_target_percents
 
     def get_open_orders(self, asset: Asset | None = None) -> dict[Asset, list[Order]] | list[Order]:
         """Open orders: a dict by asset, or the list for one asset."""
@@ -358,14 +378,20 @@ class TradingAlgorithm:
         if t < 0:
             self._rb_prow = [math.nan] * len(self._rb_assets)
             self._rb_pv = ledger.cash
-        elif len(self._rb_assets) <= 64:
-            self._rb_prow = prow = self._rb_price[t].tolist()
-            self._rb_pv = ledger.cash + sum([q * p for q, p in zip(ledger.pos, prow) if q])
+        elif self._rb_lists:
+            # Marks: the bundle's price rows as lists with NaN (no price yet) as 0.0, shared
+            # by the process's trials (rows.py), or this row converted. A flat asset adds
+            # nothing either way; with a NaN mark the flat assets are skipped instead.
+            # rebalance.order_target_percents computes the same.
+            rows = self._rb_marks
+            self._rb_prow = prow = rows[t] if rows is not None else self._rb_price[t].tolist()
+            pv = ledger.cash + sum(map(_mul, ledger.pos, prow))
+            self._rb_pv = pv if pv == pv else ledger.cash + sum([q * p for q, p in zip(ledger.pos, prow) if q])
         else:
             row = self._rb_price[t]
             self._rb_prow = row.tolist()
             self._rb_pv = ledger.value(row)
-        self._rb_held = [q + o for q, o in zip(ledger.pos, book.open_amount)] if book._ids else ledger.pos.copy()
+        self._rb_held = [q + o for q, o in zip(ledger.pos, book.open_amounts())] if book._ids else ledger.pos.copy()
         self._rb_pv_t = t
 
     def _rb_portfolio_value(self) -> float:

@@ -14,8 +14,17 @@ import numpy as np
 from rustybt_ray.errors import StrategyError
 
 
+#: Bumped whenever any cost model's attribute is set, so the ledger's inlined fill math
+#: (``Ledger._kernel``) notices a model changed after it was read.
+_EPOCH = [0]
+
+
 class _CostModel:
     """Shared by the cost-model bases: a repr that shows the model's settings."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        _EPOCH[0] += 1
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rustybt_ray.engine.costs import CommissionModel, SlippageModel
+from rustybt_ray.engine.costs import (
+    _EPOCH,
+    CommissionModel,
+    FixedBasisPointsSlippage,
+    NoCommission,
+    NoSlippage,
+    PerShare,
+    SlippageModel,
+)
 
 
 @dataclass(frozen=True)
@@ -42,10 +50,12 @@ class Ledger:
     Positions and cost bases are kept as plain lists indexed by asset column: the
     event-driven path touches a few assets per bar, where list access is several
     times cheaper than NumPy scalar access. :attr:`positions` gives them as an array,
-    and :meth:`execute` books whole batches in NumPy.
+    and :meth:`execute` books whole batches in NumPy. The fill paths move cash and
+    shares and log the fill; cost bases are replayed from the log when read.
     """
 
-    __slots__ = ("cash", "pos", "cost", "commission", "slippage", "_tx", "_snap_bar", "_snap_cash", "_snap_pos")
+    __slots__ = ("cash", "pos", "_cost", "_cost_pos", "_cost_n", "_commission", "_slippage", "_kern", "_kern_epoch",
+                 "_tx", "_snap_bar", "_snap_cash", "_snap_pos")
 
     def __init__(
         self, n_assets: int, capital_base: float, commission: CommissionModel, slippage: SlippageModel
@@ -53,8 +63,13 @@ class Ledger:
         self.cash = float(capital_base)
         #: shares held per asset column (signed)
         self.pos: list[float] = [0.0] * n_assets
-        #: average cost per share of each open position (0 when flat)
-        self.cost: list[float] = [0.0] * n_assets
+        # Average cost per share, derived from the fill log when read (see ``cost``): the
+        # fill loops only move cash and shares. _cost_pos are the shares as of the
+        # _cost_n fills replayed so far.
+        self._cost: list[float] = [0.0] * n_assets
+        self._cost_pos: list[float] = [0.0] * n_assets
+        self._cost_n = 0
+        self._kern_epoch = -1
         self.commission = commission
         self.slippage = slippage
         # The fill log as one flat float64 array of (bar, asset, amount, price, commission,
@@ -63,6 +78,54 @@ class Ledger:
         self._snap_bar: list[int] = []
         self._snap_cash: list[float] = []
         self._snap_pos: list[list[float]] = []
+
+    @property
+    def commission(self) -> CommissionModel:
+        """The commission model of later fills."""
+        return self._commission
+
+    @commission.setter
+    def commission(self, model: CommissionModel) -> None:
+        self._commission = model
+        self._kern_epoch = -1
+
+    @property
+    def slippage(self) -> SlippageModel:
+        """The slippage model of later fills."""
+        return self._slippage
+
+    @slippage.setter
+    def slippage(self, model: SlippageModel) -> None:
+        self._slippage = model
+        self._kern_epoch = -1
+
+    @property
+    def cost(self) -> list[float]:
+        """Average cost per share of each open position (0 when flat), by asset column.
+
+        Follows zipline: adding to a position averages the price, reducing keeps it,
+        crossing zero restarts it at the fill price. Replayed from the fill log on read,
+        fills not yet replayed only, in execution order: the same numbers as updating
+        it at every fill, without the cost in the fill loop.
+        """
+        n = len(self._tx) // 6
+        if self._cost_n < n:
+            tx, cost, pos = self._tx, self._cost, self._cost_pos
+            for k in range(self._cost_n * 6, n * 6, 6):
+                a = int(tx[k + 1])
+                q = tx[k + 2]
+                price = tx[k + 3]
+                old = pos[a]
+                new = old + q
+                if new == 0:
+                    cost[a] = 0.0
+                elif old == 0 or (old > 0) == (q > 0):
+                    cost[a] = (cost[a] * old + price * q) / new
+                elif (new > 0) == (q > 0):
+                    cost[a] = price  # crossed zero: a new position at this price
+                pos[a] = new
+            self._cost_n = n
+        return self._cost
 
     @property
     def positions(self) -> np.ndarray:
@@ -81,21 +144,74 @@ class Ledger:
         """
         if ref_price != ref_price or amount == 0:
             return False
-        price = self.slippage.fill_price_one(amount, ref_price)
-        commission = self.commission.calculate_one(amount, price)
-        pos = self.pos
-        old = pos[asset]
-        new = old + amount
-        if new == 0:
-            self.cost[asset] = 0.0
-        elif old == 0 or (old > 0) == (amount > 0):
-            self.cost[asset] = (self.cost[asset] * old + price * amount) / new
-        elif (new > 0) == (amount > 0):
-            self.cost[asset] = price  # crossed zero: a new position at this price
-        pos[asset] = new
+        price = self._slippage.fill_price_one(amount, ref_price)
+        commission = self._commission.calculate_one(amount, price)
+        self.pos[asset] += amount
         self.cash -= amount * price + commission
         self._tx.extend((bar, asset, amount, price, commission, order_id))
         return True
+
+    def execute_orders(
+        self, bar: int, assets: list[int], amounts: list[float], order_ids: list[int], ref_prices: list[float]
+    ) -> list[int]:
+        """Fill orders (non-zero amounts) one after the other; returns the ids of those that did not fill.
+
+        ``ref_prices`` is the bar's reference price per asset column (a list); an order
+        whose asset's price is NaN (no bar) does not fill. Books exactly what
+        :meth:`execute_one` per order would, bit for bit; with the default cost models
+        (and ``NoCommission``/``NoSlippage``) their arithmetic is inlined.
+        """
+        kernel = self._kern if self._kern_epoch == _EPOCH[0] else self._kernel()
+        if kernel is None:
+            execute_one = self.execute_one
+            return [o for a, q, o in zip(assets, amounts, order_ids, strict=True)
+                    if not execute_one(bar, a, q, ref_prices[a], o)]
+        buy, sell, per_share, min_cost = kernel
+        pos, cash = self.pos, self.cash
+        unfilled: list[int] = []
+        rec: list[float] = []
+        for a, q, oid in zip(assets, amounts, order_ids, strict=True):
+            ref = ref_prices[a]
+            if ref != ref:
+                unfilled.append(oid)
+                continue
+            # FixedBasisPointsSlippage.fill_price_one and PerShare.calculate_one, same float ops
+            if q > 0:
+                price = ref * buy
+                c = q * per_share
+            else:
+                price = ref * sell
+                c = -q * per_share
+            if c < min_cost:
+                c = min_cost
+            pos[a] += q
+            cash -= q * price + c
+            rec += (bar, a, q, price, c, oid)
+        self.cash = cash
+        self._tx.fromlist(rec)  # twice as fast as extend() from a list
+        return unfilled
+
+    def _kernel(self) -> tuple[float, float, float, float] | None:
+        # (buy price factor, sell price factor, commission per share, minimum commission) for
+        # the built-in models whose one-fill math is a multiply; None means call the models.
+        # Cached until a model is replaced or any cost model's attribute is set (_EPOCH).
+        slip, comm = self._slippage, self._commission
+        ts, tc = type(slip), type(comm)
+        kern: tuple[float, float, float, float] | None = None
+        if ts is FixedBasisPointsSlippage:
+            k = slip.basis_points / 10_000.0  # type: ignore[attr-defined]
+            buy, sell = 1.0 + k, 1.0 - k  # price * (1 + sign * k), as fill_price_one computes it
+        elif ts is NoSlippage:
+            buy = sell = 1.0
+        else:
+            tc = None  # type: ignore[assignment]
+        if tc is PerShare:
+            kern = (buy, sell, comm.cost, comm.min_trade_cost)  # type: ignore[attr-defined]
+        elif tc is NoCommission:
+            kern = (buy, sell, 0.0, 0.0)
+        self._kern = kern
+        self._kern_epoch = _EPOCH[0]
+        return kern
 
     def execute(
         self,
@@ -120,26 +236,15 @@ class Ledger:
         n = assets.shape[0]
         ids = order_ids.tolist() if order_ids is not None else [-1] * n
         if np.unique(assets).shape[0] != n:
-            # Several orders for one asset: book them in order, so cost basis is exact.
+            # Several orders for one asset: book them in order, so each sees the one before.
             for a, q, p, o in zip(assets.tolist(), amounts.tolist(), ref_price.tolist(), ids, strict=True):
                 self.execute_one(bar, a, q, p, o)
             return filled
         price = self.slippage.fill_price(amounts, ref_price)
         commission = self.commission.calculate(amounts, price)
         pos_arr = np.array(self.pos)
-        cost_arr = np.array(self.cost)
-        old = pos_arr[assets]
-        new = old + amounts
-        cb = cost_arr[assets]
-        same_side = (old == 0) | (np.sign(old) == np.sign(amounts))
-        flipped = ~same_side & (np.sign(new) == np.sign(amounts)) & (new != 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            averaged = (cb * old + price * amounts) / new
-        cb = np.where(same_side, averaged, np.where(flipped, price, cb))
-        cost_arr[assets] = np.where(new == 0, 0.0, cb)
-        pos_arr[assets] = new
+        pos_arr[assets] += amounts
         self.pos = pos_arr.tolist()
-        self.cost = cost_arr.tolist()
         self.cash -= float(np.dot(amounts, price)) + float(commission.sum())
         rows = np.column_stack([np.full(n, bar, dtype=np.float64), assets, amounts, price, commission, ids])
         self._tx.frombytes(np.ascontiguousarray(rows, dtype=np.float64).tobytes())

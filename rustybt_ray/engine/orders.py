@@ -42,7 +42,7 @@ class OrderBook:
     ``NeverCancel`` policy) until they fill or the strategy cancels them.
     """
 
-    __slots__ = ("_ids", "_assets", "_amounts", "_created", "_next_id", "open_amount", "_asset_objs")
+    __slots__ = ("_ids", "_assets", "_amounts", "_created", "_next_id", "_n_assets", "_asset_objs")
 
     def __init__(self, assets: tuple[Asset, ...]) -> None:
         self._ids: list[int] = []
@@ -51,11 +51,17 @@ class OrderBook:
         self._created: list[int] = []
         self._next_id = 1
         self._asset_objs = assets
-        #: net open shares per asset, so target orders account for what is already on the way
-        self.open_amount = [0.0] * len(assets)
+        self._n_assets = len(assets)
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    def open_amounts(self) -> list[float]:
+        """Net open shares per asset column, so target orders account for what is already on the way."""
+        out = [0.0] * self._n_assets
+        for a, q in zip(self._assets, self._amounts, strict=True):
+            out[a] += q
+        return out
 
     def place(self, asset: int, amount: float, bar: int) -> int:
         """Queue a market order; returns its id."""
@@ -65,40 +71,58 @@ class OrderBook:
         self._assets.append(asset)
         self._amounts.append(amount)
         self._created.append(bar)
-        self.open_amount[asset] += amount
         return oid
 
-    def fill(self, bar: int, ledger: Ledger, ref_price_row: np.ndarray) -> None:
-        """Offer every open order to the ledger at ``ref_price_row``; keep those that could not fill."""
-        n = len(self._ids)
-        if n <= _SCALAR_FILLS:
-            row = ref_price_row.tolist() if ref_price_row.shape[0] <= 64 else ref_price_row.astype(object)
-            execute_one = ledger.execute_one
-            filled = [
-                execute_one(bar, a, q, row[a], oid)
-                for a, q, oid in zip(self._assets, self._amounts, self._ids, strict=True)
-            ]
+    def place_many(self, assets: list[int], amounts: list[float], bar: int) -> int:
+        """Queue one market order per entry (amounts non-zero), in order; returns the first id.
+
+        The ids are consecutive, as from :meth:`place` per entry. The book may keep the
+        lists it is given: the caller must not use them afterwards.
+        """
+        first = self._next_id
+        self._next_id = first + len(assets)
+        if self._ids:
+            self._ids.extend(range(first, self._next_id))
+            self._assets.extend(assets)
+            self._amounts.extend(amounts)
+            self._created.extend([bar] * len(assets))
+        else:  # the usual case of a rebalance: the book is empty, it takes the lists over
+            self._ids = list(range(first, self._next_id))
+            self._assets = assets
+            self._amounts = amounts
+            self._created = [bar] * len(assets)
+        return first
+
+    def fill(self, bar: int, ledger: Ledger, ref_price_row: np.ndarray | list[float]) -> None:
+        """Offer every open order to the ledger at ``ref_price_row``; keep those that could not fill.
+
+        The row is the bar's reference price per asset column, an array or a list.
+        """
+        if len(self._ids) <= _SCALAR_FILLS:
+            if type(ref_price_row) is list:
+                row = ref_price_row
+            else:
+                row = ref_price_row.tolist() if self._n_assets <= 64 else ref_price_row.astype(object)
+            unfilled = ledger.execute_orders(bar, self._assets, self._amounts, self._ids, row)
         else:
+            ref_price_row = np.asarray(ref_price_row, dtype=np.float64)
             assets = np.array(self._assets, dtype=np.int64)
-            mask = ledger.execute(bar, assets, np.array(self._amounts), ref_price_row[assets],
-                                  np.array(self._ids, dtype=np.int64))
-            filled = mask.tolist()
+            ids = np.array(self._ids, dtype=np.int64)
+            mask = ledger.execute(bar, assets, np.array(self._amounts), ref_price_row[assets], ids)
+            unfilled = ids[~mask].tolist()
         ledger.snapshot(bar)
-        if all(filled):
+        if not unfilled:
             self._ids.clear()
             self._assets.clear()
             self._amounts.clear()
             self._created.clear()
-            self.open_amount = [0.0] * len(self.open_amount)
             return
-        keep = [i for i, f in enumerate(filled) if not f]
-        self._ids = [self._ids[i] for i in keep]
-        self._assets = [self._assets[i] for i in keep]
-        self._amounts = [self._amounts[i] for i in keep]
-        self._created = [self._created[i] for i in keep]
-        self.open_amount = [0.0] * len(self.open_amount)
-        for a, q in zip(self._assets, self._amounts, strict=True):
-            self.open_amount[a] += q
+        keep = set(unfilled)
+        idx = [i for i, oid in enumerate(self._ids) if oid in keep]
+        self._ids = [self._ids[i] for i in idx]
+        self._assets = [self._assets[i] for i in idx]
+        self._amounts = [self._amounts[i] for i in idx]
+        self._created = [self._created[i] for i in idx]
 
     def cancel(self, order_id: int) -> None:
         """Cancel an open order by id; an unknown or already filled id is an :class:`OrderError`."""
@@ -106,7 +130,6 @@ class OrderBook:
             i = self._ids.index(order_id)
         except ValueError:
             raise OrderError(f"order {order_id} is not open (filled, cancelled or never placed)") from None
-        self.open_amount[self._assets[i]] -= self._amounts[i]
         for lst in (self._ids, self._assets, self._amounts, self._created):
             del lst[i]
 

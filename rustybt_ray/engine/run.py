@@ -24,6 +24,7 @@ from rustybt_ray.engine.costs import CommissionModel, SlippageModel, default_com
 from rustybt_ray.engine.ledger import Ledger
 from rustybt_ray.engine.orders import OrderBook
 from rustybt_ray.engine.result import BacktestResult
+from rustybt_ray.engine.rows import row_lists
 from rustybt_ray.errors import StrategyError
 from rustybt_ray.metrics import compute_metrics, returns_from_values, round_trips
 
@@ -175,6 +176,7 @@ def _simulate(
     used = _initialize(algo, pinned)
     algo._rb_started = True
     fill_block = b.open if fill_price == "open" else b.close
+    object.__setattr__(algo, "_rb_fill_rows", row_lists(b, fill_price))
     if checkpoint is None:
         _loop(algo, b, i0, i1, fill_block)
     else:
@@ -213,6 +215,10 @@ def _attach(algo: TradingAlgorithm, b: Bundle, ledger: Ledger, i0: int, i1: int,
         "_rb_ledger": ledger,
         "_rb_book": OrderBook(b.assets),
         "_rb_price": b.price,
+        "_rb_marks": row_lists(b, "price", nan_as_zero=True),
+        "_rb_cols": range(len(b.assets)),
+        "_rb_lists": len(b.assets) <= 64,  # order sizing on plain floats (else NumPy)
+        "_rb_fill_rows": None,
         "_rb_assets": b.assets,
         "_rb_capital": capital,
         "_rb_i0": i0,
@@ -298,6 +304,15 @@ def _loop(algo: TradingAlgorithm, b: Bundle, i0: int, i1: int, fill_block: np.nd
     for job in algo._rb_scheduled:
         for t in (np.flatnonzero(job.mask(b.calendar, daily)[i0:i1]) + i0).tolist():
             scheduled.setdefault(t, []).append(job.func)
+    fill_rows = algo._rb_fill_rows if algo._rb_fill_rows is not None else fill_block
+    if session_first is None and not scheduled:  # the usual case: handle_data alone
+        for t in range(i0, i1):
+            if book._ids:
+                book.fill(t, ledger, fill_rows[t])
+                algo._rb_pv_t = -2
+            data._t = t
+            handle_data(data)
+        return
     for t in range(i0, i1):
         if session_first is not None and session_first[t]:
             data._t = t - 1
@@ -305,7 +320,7 @@ def _loop(algo: TradingAlgorithm, b: Bundle, i0: int, i1: int, fill_block: np.nd
             btd(data)
             algo._rb_btd = 0
         if book._ids:
-            book.fill(t, ledger, fill_block[t])
+            book.fill(t, ledger, fill_rows[t])
             algo._rb_pv_t = -2
         data._t = t
         if t in scheduled:

@@ -7,6 +7,8 @@ Run it with ``rustybt-ray run rustybt_ray.examples.sma_crossover:SmaCrossover``.
 
 from __future__ import annotations
 
+import numpy as np
+
 from rustybt_ray.engine import TradingAlgorithm
 from rustybt_ray.engine import BarData, rolling_mean
 
@@ -45,18 +47,22 @@ class SmaCrossoverCached(SmaCrossover):
 
     A sweep over (fast, slow) computes each window's moving average once per worker
     instead of once per bar per trial. ``rolling_mean`` is NaN-propagating and
-    trailing, like the mean of a ``history`` window that holds a NaN.
+    trailing, like the mean of a ``history`` window that holds a NaN. Each bar
+    rebalances every asset in one :meth:`order_target_percents` call; the orders are
+    those of :class:`SmaCrossover`'s per-asset calls.
     """
 
     def initialize(self) -> None:
-        """Fetch (or compute once) the moving averages this trial needs."""
+        """Fetch (or compute once) the moving averages; derive this trial's target weights."""
         close = self.bundle.close
         self.fast_ma = self.cached(("sma", self.fast), lambda: rolling_mean(close, self.fast))
         self.slow_ma = self.cached(("sma", self.slow), lambda: rolling_mean(close, self.slow))
+        # Both averages are trailing, so row t of the weights uses bars up to t only: one
+        # NumPy call here does what handle_data would do bar by bar, without NumPy's
+        # per-call overhead at every bar (at 8 assets that overhead is a fifth of a
+        # bar's cost). A NaN average compares False: weight 0, as in SmaCrossover.
+        self.weights = np.where(self.fast_ma > self.slow_ma, 1.0 / len(self.assets), 0.0)
 
     def handle_data(self, data: BarData) -> None:
-        """Rebalance from the cached averages at this bar."""
-        t = data.bar_index
-        weight = 1.0 / len(self.assets)
-        for asset, f, s in zip(self.assets, self.fast_ma[t].tolist(), self.slow_ma[t].tolist()):
-            self.order_target_percent(asset, weight if f > s else 0.0)
+        """Rebalance every asset to this bar's target weights."""
+        self.order_target_percents(self.weights[data.bar_index])
