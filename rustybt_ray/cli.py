@@ -1,4 +1,4 @@
-"""The ``rustybt-ray`` command: ingest and list bundles, run one backtest.
+"""The ``rustybt-ray`` command: the demo, sweeps from a file and their results, bundles, one backtest.
 
 Errors the user can fix (a :class:`RustyBTError`, a missing file) print one line,
 ``rustybt-ray: error: ...``, and exit with status 2; no traceback.
@@ -104,6 +104,82 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_top(trials: Any, objective: str, direction: str, params: list[str], k: int = 10) -> None:
+    import polars as pl
+
+    from rustybt_ray.sweep_run import top_table
+
+    top = top_table(trials, objective, direction, k)
+    cols = [c for c in ["number", *params, objective, "sharpe", "cagr", "max_drawdown", "n_trades", "status"]
+            if c in top.columns]
+    with pl.Config(tbl_rows=k, tbl_cols=len(cols), float_precision=4, tbl_hide_dataframe_shape=True):
+        print(top.select(list(dict.fromkeys(cols))))
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    if summary.get("kind") == "walk_forward":
+        m = summary.get("oos_metrics") or {}
+        print(f"walk-forward: {summary['windows']} windows; out of sample Sharpe {m.get('sharpe')}, "
+              f"total return {m.get('total_return')}; efficiency {summary.get('walk_forward_efficiency')}")
+        for k, params in enumerate(summary.get("best_params") or []):
+            print(f"  window {k}: {params}")
+        return
+    best = summary.get("best")
+    if best:
+        print(f"best: trial #{best['number']} {best['params']}")
+    over = summary.get("overfitting")
+    if over:
+        print(f"overfitting: Deflated Sharpe Ratio {over['dsr']:.3f} over {over['n_trials']} trials "
+              f"(PSR vs 0 {over['psr_zero']:.3f}); PBO {over['pbo']:.2f}; P(OOS loss) {over['prob_oos_loss']:.2f}")
+    print(f"trials: {summary.get('n_complete')} complete, {summary.get('n_failed')} failed, "
+          f"{summary.get('n_pruned')} pruned, {summary.get('reused_trials')} reused from the journal")
+
+
+def _cmd_optimize(args: argparse.Namespace) -> int:
+    from rustybt_ray.sweep_config import SweepConfig
+    from rustybt_ray.sweep_run import run_sweep
+
+    cfg = SweepConfig.from_toml(args.sweep_file)
+    if args.output:
+        cfg.output = Path(args.output)
+    if args.workers:
+        cfg.workers = args.workers
+    report = run_sweep(cfg, resume=args.resume, progress=not args.no_progress, plots=not args.no_plots)
+    s = report.summary
+    if s.get("kind") == "search":
+        params = list(cfg.parameters)
+        direction = (report.result.direction if report.result is not None else "maximize")
+        _print_top(report.result.trials, report.result.objective, direction, params)
+    _print_summary(s)
+    print(f"wrote {report.output} ({s['wall_s']:.1f} s)")
+    return 0
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    from rustybt_ray.metrics import METRIC_DIRECTIONS
+    from rustybt_ray.sweep_run import read_results
+
+    sweep, trials, summary = read_results(args.directory)
+    objective = sweep["objective"][0]
+    dirs = sweep.get("directions")
+    direction = dirs[0] if dirs else METRIC_DIRECTIONS.get(objective, "maximize")
+    direction = "maximize" if direction == "none" else direction
+    state = "finished" if summary is not None else "running (or stopped before the end)"
+    print(f"{args.directory}: {sweep['strategy']} on {sweep['bundle']} {sweep.get('start')} .. {sweep.get('end')}; "
+          f"{state}; {trials.height} trials so far")
+    _print_top(trials, objective, direction, list(sweep.get("parameters") or []), args.top)
+    if summary is not None:
+        _print_summary(summary)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from rustybt_ray.demo import run_demo
+
+    run_demo(args.output, workers=args.workers, progress=not args.no_progress)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``rustybt-ray``."""
     parser = argparse.ArgumentParser(prog="rustybt-ray", description="Backtests and optimization sweeps on Ray.")
@@ -132,6 +208,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fill-price", choices=["open", "close"], default="open")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("demo", help="grid, TPE and walk-forward sweeps on the demo bundle, with plots")
+    p.add_argument("--output", default="rustybt-demo", help="output directory (a new one is named if it exists)")
+    p.add_argument("--workers", type=int, help="worker actors (default: one per CPU)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("optimize", help="run the sweep a TOML file describes (see examples/*.toml)")
+    p.add_argument("sweep_file")
+    p.add_argument("--resume", action="store_true", help="continue the sweep already in the output directory")
+    p.add_argument("--output", help="override the file's output directory")
+    p.add_argument("--workers", type=int, help="override the file's workers")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.set_defaults(func=_cmd_optimize)
+
+    p = sub.add_parser("results", help="top trials and statistics of a finished or running sweep")
+    p.add_argument("directory")
+    p.add_argument("--top", type=int, default=10)
+    p.set_defaults(func=_cmd_results)
     return parser
 
 

@@ -10,6 +10,7 @@ Nothing here knows about strategies, calendars or Ray.
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -287,8 +288,13 @@ class Ledger:
         n, n_assets = bars.shape[0], len(self.pos)
         if not self._snap_bar:
             return np.full(n, float(capital_base)), np.zeros((n, n_assets))
-        snap_bar = np.asarray(self._snap_bar)
+        # Only the snapshots from the one in force at bars[0] on are converted: a run
+        # judged at checkpoints asks for one segment at a time (O(segment), not O(run)).
+        first = max(0, bisect_right(self._snap_bar, int(bars[0])) - 1) if n else 0
+        snap_bar = np.asarray(self._snap_bar[first:])
         which = np.searchsorted(snap_bar, bars, side="right") - 1
-        cash_tab = np.concatenate([[float(capital_base)], np.asarray(self._snap_cash)])
-        pos_tab = np.vstack([np.zeros((1, n_assets)), np.asarray(self._snap_pos)])
+        before = [float(capital_base)] if first == 0 else [self._snap_cash[first - 1]]
+        cash_tab = np.concatenate([before, np.asarray(self._snap_cash[first:])])
+        pos_before = np.zeros((1, n_assets)) if first == 0 else np.asarray([self._snap_pos[first - 1]])
+        pos_tab = np.vstack([pos_before, np.asarray(self._snap_pos[first:]).reshape(-1, n_assets)])
         return cash_tab[which + 1], pos_tab[which + 1]
