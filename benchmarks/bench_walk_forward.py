@@ -14,14 +14,17 @@ Variants:
   top 5 on validation and one for the selection on test, one after another, on the
   same pool (3 x 10 = 30 runs, each waiting for the previous one to finish).
 
-Each variant runs ``--repeats`` times, alternating; the medians are reported. Both must
-select the same parameters in every window. Prints one JSON object.
+Each variant runs ``--repeats`` times, alternating; the medians and the minimums (the
+runs least disturbed by other load) are reported, with the load average. Both must
+select the same parameters in every window. Also reported: each run's efficiency, the
+workers' trial seconds over 2 x wall time (1.0: no worker ever idle). Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -80,21 +83,21 @@ class ListSearch(SearchAlgorithm):
         return self.n_asked >= len(self._todo)
 
 
-def concurrent(pool: Any, bundle: Any, windows: int) -> tuple[float, list[dict[str, Any]], int]:
-    """One WalkForwardOptimizer run; returns (wall seconds, selections, trials run)."""
+def concurrent(pool: Any, bundle: Any, windows: int) -> tuple[float, list[dict[str, Any]], int, float]:
+    """One WalkForwardOptimizer run; returns (wall seconds, selections, trials run, workers' trial seconds)."""
     wf = WalkForwardOptimizer(space(), config(), pool=pool, top_k=TOP_K, progress=False)
     t = time.perf_counter()
     res = wf.run(SmaCrossover, bundle, START, END)
     wall = time.perf_counter() - t
     assert res.windows.height == windows, res.windows.height
-    return wall, res.windows.select(["fast", "slow"]).to_dicts(), wf.last_stats.trials
+    return wall, res.windows.select(["fast", "slow"]).to_dicts(), wf.last_stats.trials, res.timeline["work_s"].sum()
 
 
-def sequential(pool: Any, bundle: Any, windows: int) -> tuple[float, list[dict[str, Any]], int]:
+def sequential(pool: Any, bundle: Any, windows: int) -> tuple[float, list[dict[str, Any]], int, float]:
     """The same windows, each phase a ParallelOptimizer run after the previous one."""
     specs = WalkForwardOptimizer(space(), config(), pool=pool).windows(bundle, START, END)
     with_returns = OptimizationConfig.from_env(return_daily_returns=True)
-    picks, trials = [], 0
+    picks, trials, work = [], 0, 0.0
     t = time.perf_counter()
     for w in specs:
         opt = ParallelOptimizer(GridSearchAlgorithm(space()), pool=pool, progress=False)
@@ -110,7 +113,8 @@ def sequential(pool: Any, bundle: Any, windows: int) -> tuple[float, list[dict[s
         assert test.n_complete == 1 and test.returns
         picks.append(pick)
         trials += len(train) + len(val) + len(test)
-    return time.perf_counter() - t, picks, trials
+        work += sum(float(r.trials["duration_s"].sum()) for r in (train, val, test))
+    return time.perf_counter() - t, picks, trials, work
 
 
 def main() -> None:
@@ -125,6 +129,7 @@ def main() -> None:
     i0, _ = bundle.index_range(START, None)
     END = str(bundle.calendar[i0 + 504 + 63 + 63 + 63 * (args.windows - 1) - 1])[:10]
 
+    load0 = os.getloadavg()[0]
     t = time.perf_counter()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     pool = WorkerPool(2)
@@ -152,6 +157,15 @@ def main() -> None:
         "concurrent_s": round(c_s, 3),
         "sequential_s": round(s_s, 3),
         "sequential_over_concurrent": round(s_s / c_s, 3),
+        # Best of the repeats: the least disturbed by other load on the machine.
+        "concurrent_min_s": round(min(r[0] for r in conc), 3),
+        "sequential_min_s": round(min(r[0] for r in seq), 3),
+        "ratio_of_mins": round(min(r[0] for r in seq) / min(r[0] for r in conc), 3),
+        "loadavg_1m_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)],
+        # Workers' busy share: trial seconds / (2 workers x wall). Less sensitive than wall
+        # time to other load on the machine (which slows the trials too).
+        "efficiency_concurrent": [round(r[3] / (2 * r[0]), 3) for r in conc],
+        "efficiency_sequential": [round(r[3] / (2 * r[0]), 3) for r in seq],
         "concurrent_runs_s": [round(r[0], 3) for r in conc],
         "sequential_runs_s": [round(r[0], 3) for r in seq],
         # The concurrent run shares one in-memory journal: a window's validation of the previous

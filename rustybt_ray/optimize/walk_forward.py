@@ -206,6 +206,7 @@ class WalkForwardOptimizer:
             "bundle_version": b.version, "start": str(start_date), "end": str(end_date),
             "capital_base": float(capital_base), "window_config": repr(self.window_config),
             "algorithm": type(algorithms[0]).__name__, "top_k": self.top_k,
+            "periods_per_year": float(b.periods_per_year),
         }
         return _assemble(source, results, b, list(space.names) if space is not None else [], float(capital_base),
                          meta, self.last_stats)
@@ -259,7 +260,8 @@ def _assemble(source: WalkForwardSource, results: dict[int, tuple[TrialOutcome, 
             val_rows.append(vr)
         timeline.append({"window": w.index, "first_dispatch_s": st.first_dispatch, "last_result_s": st.last_result,
                          "trials_run": sum(len(p.told) for p in st.phases.values()),
-                         "trials_reused": sum(len(p.source.reused) for p in st.phases.values())})
+                         "trials_reused": sum(len(p.source.reused) for p in st.phases.values()),
+                         "work_s": sum(o.duration_s for p in st.phases.values() for o in p.told.values())})
         n = len(w.test)
         r = np.asarray(test.returns, dtype=np.float64) if st.status == "ok" and test is not None else np.zeros(n)
         if r.shape != (n,):
@@ -279,7 +281,8 @@ def _assemble(source: WalkForwardSource, results: dict[int, tuple[TrialOutcome, 
     oos_metrics = compute_metrics(equity, capital_base, b.periods_per_year)
     ok = windows.filter(pl.col("status") == "ok")
     wfe = walk_forward_efficiency(ok["train_cagr"].to_list(), ok["test_cagr"].to_list())
-    meta = dict(meta, oos_first=str(oos["date"][0]), oos_last=str(oos["date"][-1]))
+    meta = dict(meta, oos_first=str(oos["date"][0]).removesuffix(" 00:00:00"),
+                oos_last=str(oos["date"][-1]).removesuffix(" 00:00:00"))
     validation = pl.DataFrame(val_rows, infer_schema_length=None) if val_rows else pl.DataFrame(
         schema={"window": pl.Int64, "candidate": pl.Int64, f"train_{obj}": pl.Float64,
                 f"validation_{obj}": pl.Float64, "selected": pl.Boolean})

@@ -110,7 +110,8 @@ class WalkForwardResult:
         timeline: per window, seconds from the start of the run to its first trial's
             dispatch and to its last result (shows that windows ran concurrently), and
             its trials run on workers and reused (from the journal, or a twin: a
-            validation run on the same bars and parameters as an earlier window's test).
+            validation run on the same bars and parameters as an earlier window's test),
+            and ``work_s``, the workers' seconds spent on its trials.
         window_specs: the :class:`Window` segments (bar indices into the calendar).
         objective, direction: what selects (the first objective).
         param_columns: parameter name -> column in ``windows``/``validation`` (a

@@ -82,6 +82,10 @@ def test_selection_is_the_validation_argmax_among_the_train_top_k(result, demo):
         moved += best != 0
     # On this data the validation overrules the train ranking in several windows.
     assert moved >= 3
+    # Each window's train search is a whole OptimizationResult, per-bar returns included (the default config).
+    tr = result.train_results[0]
+    assert tr.meta["start"] == str(result.window_specs[0].train.first) and len(tr.returns) == 12
+    assert 0.0 <= tr.overfitting(n_splits=4)["pbo"] <= 1.0
     # The validation numbers are those of in-process runs on the validation dates.
     w = result.window_specs[1]
     for c in result.validation.filter(pl.col("window") == 1).iter_rows(named=True):
@@ -244,3 +248,14 @@ def test_bad_arguments(kwargs, match):
         WalkForwardOptimizer(space(), CONFIG, **kwargs)
     with pytest.raises(RustyBTError, match="window_config"):
         WalkForwardOptimizer(space(), {"train_period_days": 5})  # type: ignore[arg-type]
+
+
+def test_to_parquet_round_trips_the_tables(result, tmp_path):
+    from rustybt_ray.optimization import OptimizationResult
+
+    d = result.to_parquet(tmp_path / "wf")
+    assert pl.read_parquet(d / "windows.parquet").equals(result.windows)
+    assert pl.read_parquet(d / "oos_returns.parquet").equals(result.oos_returns)
+    assert OptimizationResult.read_parquet(d / "train_3.parquet") == result.train_results[3]
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["objective"] == "sharpe" and summary["oos_metrics"]["n_bars"] == result.oos_returns.height
