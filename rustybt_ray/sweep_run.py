@@ -122,7 +122,7 @@ def _search(cfg: SweepConfig, strategy: type, space: Any, config: Any, objective
     opt = ParallelOptimizer(algorithm, n_jobs=cfg.workers, config=config, address=cfg.address, progress=progress)
     result = opt.run(strategy, cfg.bundle, cfg.start, cfg.end, objective, direction=directions,
                      capital_base=cfg.capital, commission=commission, slippage=slippage, fill_price=cfg.fill_price,
-                     journal=out / "journal.jsonl", checkpoint_every=cfg.search.get("checkpoint_every", "year"))
+                     journal=out / "journal.jsonl", checkpoint_every=cfg.search.get("checkpoint_every", "auto"))
     files = [result.to_parquet(out / "results.parquet")]
     try:
         overfit: dict[str, Any] | None = result.overfitting()

@@ -46,17 +46,21 @@ class TrialPruned(Exception):
         self.step, self.metrics, self.bars = step, metrics, bars
 
 
-def checkpoint_bars(calendar: np.ndarray, i0: int, i1: int, every: str | int = "year") -> list[int]:
+def checkpoint_bars(calendar: np.ndarray, i0: int, i1: int, every: str | int = "auto") -> list[int]:
     """Bar indices (exclusive ends) in ``(i0, i1)`` after which a run is judged.
 
-    ``every="year"``: after the last bar of each calendar year; an int ``k``: every
+    ``every="year"``: after the last bar of each calendar year; ``"auto"``: after
+    years 1, 2, 4, 8, 16, ... (early checkpoints catch bad trials early, later ones are
+    spaced out because each costs a round trip to the pruner); an int ``k``: every
     ``k`` bars. The run's own end is never a checkpoint: the trial finishes there anyway.
     """
-    if isinstance(every, bool) or not (every == "year" or (isinstance(every, int) and every > 0)):
-        raise StrategyError(f"checkpoint_every must be 'year' or a positive number of bars, got {every!r}")
-    if every == "year":
+    if isinstance(every, bool) or not (every in ("year", "auto") or (isinstance(every, int) and every > 0)):
+        raise StrategyError(f"checkpoint_every must be 'auto', 'year' or a positive number of bars, got {every!r}")
+    if every in ("year", "auto"):
         years = calendar[i0:i1].astype("datetime64[Y]")
         ends = (np.flatnonzero(years[1:] != years[:-1]) + 1 + i0).tolist()
+        if every == "auto":
+            ends = [e for k, e in enumerate(ends, start=1) if k & (k - 1) == 0]  # k = 1, 2, 4, 8, ...
     else:
         ends = list(range(i0 + int(every), i1, int(every)))
     return [e for e in ends if i0 < e < i1]
@@ -114,7 +118,7 @@ def run_metrics(
     cache: ArrayCache | None = None,
     with_returns: bool = False,
     checkpoint: Checkpoint | None = None,
-    checkpoint_every: str | int = "year",
+    checkpoint_every: str | int = "auto",
 ) -> tuple[dict[str, float], np.ndarray | None]:
     """The same backtest as :func:`run_algorithm`, returning only ``(metrics, returns or None)``.
 
@@ -148,7 +152,7 @@ def _simulate(
     fill_price: str,
     cache: ArrayCache | None,
     checkpoint: Checkpoint | None = None,
-    checkpoint_every: str | int = "year",
+    checkpoint_every: str | int = "auto",
 ) -> tuple[TradingAlgorithm, Bundle, Ledger, int, int, float, dict[str, Any]]:
     if not (isinstance(strategy, type) and issubclass(strategy, TradingAlgorithm)):
         raise StrategyError(f"strategy must be a TradingAlgorithm subclass, got {strategy!r}")

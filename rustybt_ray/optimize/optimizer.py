@@ -254,7 +254,7 @@ class ParallelOptimizer:
         fill_price: str = "open",
         journal: str | os.PathLike[str] | None = None,
         pruner: Any = None,
-        checkpoint_every: str | int = "year",
+        checkpoint_every: str | int = "auto",
     ) -> OptimizationResult:
         """Run every trial the algorithm asks for and return the :class:`OptimizationResult`.
 
@@ -272,8 +272,9 @@ class ParallelOptimizer:
         ``pruner`` stops trials early (see :mod:`rustybt_ray.optimize.pruning`): an
         Optuna pruner or ``"median"``, ``"halving"``, ``"hyperband"``; by default the
         algorithm's own (``OptunaSearch(pruner=...)``). Trials are judged on the
-        objective of the bars run so far at each ``checkpoint_every`` (``"year"`` or a
-        number of bars); stopped ones have status ``"pruned"``. Single objective only.
+        objective of the bars run so far at each checkpoint: ``checkpoint_every="auto"``
+        after years 1, 2, 4, 8, ...; ``"year"`` after every year; or a number of bars.
+        Stopped trials have status ``"pruned"``. Single objective only.
         """
         objectives = _Objectives(objective, direction)
         pruning = _pruning(pruner if pruner is not None else getattr(self.algorithm, "pruner", None),

@@ -10,15 +10,17 @@ worker actors, and a Ray actor cannot call into the driver.
 So the pruner gets its own small actor, the :class:`PruningCoordinator`. It holds a
 mirror study (in-memory storage, the sweep's direction and pruner) that sees exactly
 what a pruner needs: every running trial's intermediate values and which trials
-finished. Workers report ``(trial, step, value)`` at each checkpoint (by default the
-last bar of each calendar year) and read the decision; the driver's study learns
+finished. Workers report ``(trial, step, value)`` at each checkpoint (by default
+after years 1, 2, 4, 8, ... of the run) and wait for the decision; the driver's study learns
 the intermediate values with each finished trial, so Optuna's plots and the TPE
 sampler see them too.
 
-Workers do not wait for a decision: a report's answer is read at the next
-checkpoint, so a pruned trial runs one checkpoint too many but no worker ever
-blocks on a round trip. As in any asynchronous parallel pruning, decisions depend on
-which trials happened to finish first; with one worker they are reproducible.
+Workers do not wait for decisions (a pruned trial stops one checkpoint late), and
+checkpoints are few and spaced out: reporting every year of a 20-year run cost 25 ms
+per 42 ms trial on 2 cores, mostly Ray calls competing with the workers for CPU;
+years 1, 2, 4, 8, 16 cost about 13 ms there. As in any
+asynchronous parallel pruning, decisions depend on which trials happened to finish
+first; with one worker they are reproducible.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def make_pruner(pruner: str | optuna.pruners.BasePruner | None) -> optuna.pruner
     if isinstance(pruner, optuna.pruners.BasePruner):
         return pruner
     if pruner == "median":
-        # Judge from the 2nd checkpoint on, once 5 trials finished: the first year alone is noise.
+        # Judge from the 2nd checkpoint on, once 5 trials finished: one year alone is noise.
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     if pruner == "halving":
         return optuna.pruners.SuccessiveHalvingPruner()

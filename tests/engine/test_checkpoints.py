@@ -24,12 +24,17 @@ def demo():
 def test_checkpoints_are_the_first_bars_of_each_new_year(demo):
     cal = demo.calendar
     i0, i1 = demo.index_range("2010-03-01", "2013-06-30")
-    ends = checkpoint_bars(cal, i0, i1)
+    ends = checkpoint_bars(cal, i0, i1, every="year")
     assert [str(cal[e])[:4] for e in ends] == ["2011", "2012", "2013"]
     for e in ends:  # the bar before each end is the last bar of a year
         assert str(cal[e - 1])[:4] != str(cal[e])[:4]
     assert checkpoint_bars(cal, i0, i0 + 10, every=4) == [i0 + 4, i0 + 8]
     assert checkpoint_bars(cal, i0, i0 + 8, every=4) == [i0 + 4]  # the run's end is not a checkpoint
+    # "auto": after years 1, 2, 4, 8, ... of the run.
+    j0, j1 = demo.index_range("2005-01-01", "2024-12-31")
+    years = checkpoint_bars(cal, j0, j1, every="year")
+    assert checkpoint_bars(cal, j0, j1) == [years[k - 1] for k in (1, 2, 4, 8, 16)]
+    assert checkpoint_bars(cal, j0, j1, every="auto") == checkpoint_bars(cal, j0, j1)
     for bad in (0, -3, "month", True, 2.5):
         with pytest.raises(StrategyError, match="checkpoint_every"):
             checkpoint_bars(cal, i0, i1, every=bad)
@@ -40,7 +45,7 @@ def test_a_run_never_stopped_gives_the_same_numbers(demo, params):
     plain, r0 = run_metrics(SmaCrossover, demo, "2008-01-01", "2016-12-31", params=params, with_returns=True)
     steps = []
     judged, r1 = run_metrics(SmaCrossover, demo, "2008-01-01", "2016-12-31", params=params, with_returns=True,
-                             checkpoint=lambda step, m: steps.append(step) and False)
+                             checkpoint=lambda step, m: steps.append(step) and False, checkpoint_every="year")
     assert judged == plain
     assert np.array_equal(r0, r1)
     assert steps == list(range(1, 9))  # 2009 .. 2016 begin a new year
@@ -55,7 +60,7 @@ def test_a_stopped_run_reports_the_metrics_of_the_bars_it_ran(demo):
 
     with pytest.raises(TrialPruned) as info:
         run_metrics(SmaCrossover, demo, "2008-01-01", "2016-12-31", params={"fast": 10, "slow": 50},
-                    checkpoint=stop_at_third)
+                    checkpoint=stop_at_third, checkpoint_every="year")
     pruned = info.value
     assert pruned.step == 3 and sorted(seen) == [1, 2, 3]
     first = demo.index_range("2008-01-01", None)[0]

@@ -35,6 +35,8 @@ def space() -> ParameterSpace:
 def sweep(pruner, **kw):
     opt = ParallelOptimizer(space(), n_jobs=2, progress=False,
                             config=OptimizationConfig(min_batch_seconds=0.01, max_batch_size=2))
+    # Every year: 11 chances for a (pipelined) decision to reach each trial.
+    kw.setdefault("checkpoint_every", "year")
     return opt.run(SmaCrossover, "demo", START, END, objective="sharpe", pruner=pruner, **kw)
 
 
