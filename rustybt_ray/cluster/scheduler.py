@@ -79,7 +79,7 @@ class Scheduler:
         pool: Any,
         spec: JobSpec,
         *,
-        min_batch_seconds: float = 0.05,
+        min_batch_seconds: float = 0.2,
         max_batch_size: int = 256,
         batches_in_flight: int = 2,
         max_retries: int = 3,

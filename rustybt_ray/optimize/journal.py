@@ -134,7 +134,8 @@ class TrialJournal:
         if rec is None or (need_returns and rec.get("status") == "complete" and rec.get("returns") is None):
             return None
         out = dict(rec)
-        out["returns"] = _decode_returns(rec.get("returns"))
+        returns = rec.get("returns")
+        out["returns"] = _decode_returns(returns) if isinstance(returns, str) else returns
         if out.get("metrics"):
             out["metrics"] = {k: (math.nan if v is None else v) for k, v in out["metrics"].items()}
         return out
@@ -147,17 +148,19 @@ class TrialJournal:
                 "format": _FORMAT,
                 "key": r["key"],
                 "params": {k: _canonical_param(v) for k, v in r["params"].items()},
-                "metrics": None if r.get("metrics") is None else {
-                    k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r["metrics"].items()
-                },
+                "metrics": r.get("metrics"),
                 "status": r["status"],
                 "error": r.get("error"),
                 "duration_s": r.get("duration_s"),
                 "worker": r.get("worker"),
-                "returns": _encode_returns(r.get("returns")),
+                "returns": r.get("returns"),
             }
+            if self.path is not None:
+                # Only a journal on disk pays for the text form (base64 returns, JSON):
+                # an in-memory one keeps the arrays as they are.
+                rec["returns"] = _encode_returns(rec["returns"])
+                lines.append(json.dumps(rec, allow_nan=True, separators=(",", ":")))
             self._records[rec["key"]] = rec
-            lines.append(json.dumps(rec, allow_nan=True, separators=(",", ":")))
         if self.path is None or not lines:
             return
         if self._fh is None:

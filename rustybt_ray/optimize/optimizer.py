@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import traceback
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
@@ -99,10 +101,16 @@ class _SearchSource:
     Turns metrics into objective values, and keeps the journal: a trial whose key is
     already there (from an earlier run, or earlier in this one) is answered from it
     without running; one whose twin is still running waits for the twin's result.
+
+    With ``prefetch > 0`` (samplers whose ``ask`` is expensive, such as TPE late in a
+    study), a background thread keeps up to ``prefetch`` trials asked in advance, so
+    the sampler works while the scheduler waits in ``ray.wait`` (which releases the
+    GIL) instead of while a worker waits for its next batch. One lock serializes every
+    call into the algorithm.
     """
 
     def __init__(self, algorithm: SearchAlgorithm, objectives: _Objectives, journal: TrialJournal,
-                 job: dict[str, Any], need_returns: bool) -> None:
+                 job: dict[str, Any], need_returns: bool, prefetch: int = 0) -> None:
         self.algorithm = algorithm
         self.objectives = objectives
         self.journal = journal
@@ -114,8 +122,53 @@ class _SearchSource:
         self.running: dict[str, int] = {}  # key -> number of the trial that runs it
         self.twins: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self.reused: dict[int, TrialOutcome] = {}  # answered from the journal or a twin
+        self._lock = threading.RLock()
+        self._more = threading.Condition(self._lock)
+        self._buffer: deque[tuple[int, dict[str, Any]]] = deque()
+        self._prefetch = prefetch
+        self._stopped = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if prefetch > 0:
+            self._thread = threading.Thread(target=self._fill, name="rustybt-prefetch", daemon=True)
+            self._thread.start()
+
+    def _fill(self) -> None:
+        while True:
+            with self._more:
+                while not self._stopped and (len(self._buffer) >= self._prefetch or self.algorithm.is_finished):
+                    self._more.wait()
+                if self._stopped:
+                    return
+                try:
+                    got = self._ask_fresh(1)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the scheduler's thread
+                    self._error = exc
+                    return
+                self._buffer.extend(got)
+                if not got:  # the algorithm waits for results: a tell wakes us
+                    self._more.wait(0.05)
+            # The lock is free here between asks, so the scheduler's tells get in.
+
+    def close(self) -> None:
+        """Stop the prefetch thread (trials it asked but nobody took stay unrun)."""
+        with self._more:
+            self._stopped = True
+            self._more.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
 
     def ask(self, n: int) -> list[tuple[int, dict[str, Any]]]:
+        with self._more:
+            if self._error is not None:
+                raise self._error
+            out = [self._buffer.popleft() for _ in range(min(n, len(self._buffer)))]
+            if len(out) < n:
+                out += self._ask_fresh(n - len(out))
+            self._more.notify_all()
+            return out
+
+    def _ask_fresh(self, n: int) -> list[tuple[int, dict[str, Any]]]:
         out: list[tuple[int, dict[str, Any]]] = []
         while len(out) < n and not self.algorithm.is_finished:
             requests = self.algorithm.ask(n - len(out))
@@ -163,6 +216,11 @@ class _SearchSource:
             self.best = v
 
     def tell(self, outcome: TrialOutcome) -> None:
+        with self._more:
+            self._tell(outcome)
+            self._more.notify_all()
+
+    def _tell(self, outcome: TrialOutcome) -> None:
         key = self.keys.get(outcome.number)
         if key is not None:
             self.running.pop(key, None)
@@ -195,7 +253,8 @@ class _SearchSource:
 
     @property
     def is_finished(self) -> bool:
-        return self.algorithm.is_finished
+        with self._lock:
+            return self.algorithm.is_finished and not self._buffer
 
 
 class ParallelOptimizer:
@@ -299,7 +358,8 @@ class ParallelOptimizer:
                 "commission": repr(commission), "slippage": repr(slippage), "fill_price": fill_price,
             }
             book = TrialJournal(journal)
-            source = _SearchSource(self.algorithm, objectives, book, job, self.config.return_daily_returns)
+            prefetch = getattr(self.algorithm, "prefetch_trials", 0) * max(1, len(session.pool.workers))
+            source = _SearchSource(self.algorithm, objectives, book, job, self.config.return_daily_returns, prefetch)
             name0 = objectives.names[0]
             try:
                 results = session.run(
@@ -308,6 +368,7 @@ class ParallelOptimizer:
                     postfix=lambda: None if source.best is None else {f"best {name0}": f"{source.best:.4g}"},
                 )
             finally:
+                source.close()
                 book.close()
             self.last_stats = session.stats[-1] if session.stats else None
 

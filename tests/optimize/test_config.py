@@ -34,7 +34,7 @@ def test_defaults() -> None:
     assert cfg.enable_bundle_pooling is True
     assert cfg.max_bundle_pool_size == 100
     assert cfg.n_workers is None
-    assert cfg.min_batch_seconds == 0.05
+    assert cfg.min_batch_seconds == 0.2
     assert cfg.max_batch_size == 256
     assert cfg.batches_in_flight == 2
     assert cfg.max_retries == 3
