@@ -76,11 +76,17 @@ def metric_constraints(spec: ConstraintsArg) -> Callable[[Mapping[str, float]], 
     if callable(spec):
         fn = spec
 
+        warned: list[bool] = []
+
         def from_callable(metrics: Mapping[str, float]) -> dict[str, float]:
             try:
                 out = [float(v) for v in fn(metrics)]
-            except Exception as exc:
-                raise SearchSpaceError(f"constraints function failed on the metrics: {exc!r}") from exc
+            except Exception as exc:  # noqa: BLE001 - the user's function: the trial, not the sweep, pays
+                if not warned:
+                    warned.append(True)
+                    warnings.warn(f"the constraints function raised {exc!r}; trials it raises on count as "
+                                  "infeasible", RuntimeWarning, stacklevel=2)
+                return {"constraints_error": _VIOLATED}
             return {str(i): (_VIOLATED if math.isnan(v) else v) for i, v in enumerate(out)}
 
         return from_callable

@@ -393,3 +393,18 @@ def test_space_from_start_and_numbers_count_from_zero():
     algo.start(xy_space(), MAX)
     assert [r.number for r in algo.ask(5)] == [0, 1, 2]
     assert algo.n_total == 3 and algo.is_finished and len(algo.study.trials) == 3
+
+
+def test_a_constraints_function_that_raises_makes_the_trial_infeasible_not_the_sweep_fail():
+    from rustybt_ray.optimize.optuna_search import metric_constraints
+
+    def fragile(m):
+        if m["n_trades"] < 5:
+            raise KeyError("needs n_trades >= 5")
+        return [20 - m["n_trades"]]
+
+    fn = metric_constraints(fragile)
+    assert fn({"n_trades": 30}) == {"0": -10.0}
+    with pytest.warns(RuntimeWarning, match="constraints function raised"):
+        bad = fn({"n_trades": 1})
+    assert bad == {"constraints_error": 1.0}  # > 0: infeasible
