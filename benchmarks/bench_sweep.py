@@ -121,8 +121,13 @@ def sequential(bundle: object) -> tuple[float, list[float]]:
     return time.perf_counter() - t0, values
 
 
-def ray_sweeps(bundle: object) -> dict[str, object]:
-    """(c) and (d) on one 2-worker pool, plus Ray start-up time."""
+def ray_sweeps(bundle: object, repeats: int = 1) -> dict[str, object]:
+    """(c) and (d) on one 2-worker pool, plus Ray start-up time.
+
+    With ``repeats > 1``, also alternates the sequential run and (c) that many more
+    times with the pool up (the same background load for both), for a median
+    parallel efficiency that one noisy pair cannot swing.
+    """
     import ray
 
     from rustybt_ray.examples.sma_crossover import SmaCrossover, SmaCrossoverCached
@@ -156,6 +161,19 @@ def ray_sweeps(bundle: object) -> dict[str, object]:
             "n_complete": result.n_complete,
             "final_values": result.trials.sort("fast", "slow")["final_value"].to_list(),
         }
+    if repeats > 1:
+        from rustybt_ray.examples.sma_crossover import SmaCrossover
+
+        pairs = []
+        for _ in range(repeats):
+            seq_s, _ = sequential(bundle)
+            opt = ParallelOptimizer(GridSearchAlgorithm(space), pool=pool, config=config, progress=False)
+            t1 = time.perf_counter()
+            opt.run(SmaCrossover, bundle, capital_base=CAPITAL)
+            pairs.append((seq_s, time.perf_counter() - t1))
+        effs = [sq / (2 * c) for sq, c in pairs]
+        out["efficiency_repeats"] = {"pairs_seq_c_s": pairs, "efficiencies": effs,
+                                     "median_efficiency": statistics.median(effs)}
     pool.close()
     ray.shutdown()
     return out
@@ -244,6 +262,8 @@ def main() -> None:
     parser.add_argument("--memory-gb", type=float, default=1.0)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--only-memory", action="store_true", help="run only the memory measurement")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="extra alternating (sequential, c) pairs for a median parallel efficiency")
     args = parser.parse_args()
 
     if args.only_memory:
@@ -258,7 +278,7 @@ def main() -> None:
     seq_s, seq_values = sequential(bundle)
     a = naive(name, root, args.naive_trials)
     b_s, b_values = fork_pool(bundle)
-    rays = ray_sweeps(bundle)
+    rays = ray_sweeps(bundle, args.repeats)
     c, d = rays["c_ray_natural"], rays["d_ray_cached"]
     same = c.pop("final_values") == sorted_values(seq_values) and d.pop("final_values") is not None
     out = {
@@ -281,6 +301,7 @@ def main() -> None:
             "parallel_efficiency_c": seq_s / (2 * c["wall_s"]),
             "parallel_efficiency_b": seq_s / (2 * b_s),
         },
+        "efficiency_repeats": rays.get("efficiency_repeats"),
         "checks": {
             "fork_pool_equals_sequential": b_values == seq_values,
             "ray_equals_sequential": same,
@@ -292,7 +313,8 @@ def main() -> None:
         "c_at_least_10x_faster_than_a": out["ratios"]["a_over_c"] >= 10,
         "d_under_10s_without_startup": d["wall_s"] < 10,
         "overhead_le_1ms_per_trial": c["driver_overhead_ms_per_trial"] <= 1.0,
-        "efficiency_ge_0.85": out["ratios"]["parallel_efficiency_c"] >= 0.85,
+        "efficiency_ge_0.85": (rays["efficiency_repeats"]["median_efficiency"] if "efficiency_repeats" in rays
+                               else out["ratios"]["parallel_efficiency_c"]) >= 0.85,
     }
     if "memory" in out:
         out["targets"]["added_worker_le_10pct_bundle"] = out["memory"]["added_per_worker_fraction_of_bundle"] <= 0.10
