@@ -101,7 +101,7 @@ def run_demo(output: str | Path = "rustybt-demo", workers: int | None = None, pr
             wf_space = ParameterSpace([DiscreteParameter("fast", 5, 30, 5), DiscreteParameter("slow", 40, 200, 40)],
                                       constraints=["fast < slow"])
             t = time.perf_counter()
-            wf = WalkForwardOptimizer(wf_space, WindowConfig(730, 182, 182, 182), top_k=3, pool=pool,
+            wf = WalkForwardOptimizer(wf_space, WindowConfig(504, 126, 126, 126), top_k=3, pool=pool,
                                       progress=progress).run(SmaCrossoverCached, demo, "2014-01-01", END)
             summary["walk_forward"] = {"windows": wf.windows.height, "wall_s": time.perf_counter() - t,
                                        "oos_metrics": wf.oos_metrics, "efficiency": wf.walk_forward_efficiency}

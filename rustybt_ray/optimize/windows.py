@@ -11,8 +11,9 @@ segment (the selection runs there once, out of sample)::
                |-----train----|-val-|-test-|          (train always starts at the first bar)
 
 Segments are half-open ranges of bar indices into the bundle calendar. Lengths are
-in calendar days (``unit='days'``, the user guide's ``train_period_days=252``) or in
-bars (``unit='bars'``). ``purge_days`` leaves a gap (same unit) between train and
+in trading sessions (``unit='sessions'``, the default: the user guide's
+``train_period_days=252  # 1 year training`` means 252 trading days, whatever the bar
+frequency), in calendar days (``unit='days'``) or in bars (``unit='bars'``). ``purge_days`` leaves a gap (same unit) between train and
 validation and between validation and test, so that no bar is used by two adjacent
 segments' runs and end effects of one segment (positions opened on its last bars)
 cannot be mistaken for evidence about the next.
@@ -36,7 +37,7 @@ from rustybt_ray.data.bundle import _is_date_only, _to_ns
 from rustybt_ray.errors import ConfigError
 
 WINDOW_TYPES = ("rolling", "anchored")
-UNITS = ("days", "bars")
+UNITS = ("sessions", "days", "bars")
 
 __all__ = ["Span", "Window", "WindowConfig", "make_windows"]
 
@@ -62,8 +63,9 @@ class WindowConfig:
             segments never overlap, so their returns can be stitched.
         window_type: ``'rolling'`` (fixed-length train moving forward) or ``'anchored'``
             (train always starts at the first bar and grows by the step).
-        unit: ``'days'`` (calendar days: 252 days are about 8 months of sessions) or
-            ``'bars'`` (bundle bars: 252 daily bars are about a year).
+        unit: ``'sessions'`` (trading days, the default: 252 are about a year, for daily
+            and intraday bundles alike), ``'days'`` (calendar days: 252 are about 8
+            months of sessions) or ``'bars'`` (bundle bars).
         purge_days: gap between train and validation and between validation and test
             (or between train and test without validation), in ``unit``; default 0.
     """
@@ -73,7 +75,7 @@ class WindowConfig:
     test_period_days: int
     step_size_days: int | None = None
     window_type: str = "rolling"
-    unit: str = "days"
+    unit: str = "sessions"
     purge_days: int = 0
 
     def __post_init__(self) -> None:
@@ -91,7 +93,8 @@ class WindowConfig:
         if self.window_type not in WINDOW_TYPES:
             raise ConfigError(f"WindowConfig.window_type must be 'rolling' or 'anchored', got {self.window_type!r}")
         if self.unit not in UNITS:
-            raise ConfigError(f"WindowConfig.unit must be 'days' (calendar days) or 'bars', got {self.unit!r}")
+            raise ConfigError(f"WindowConfig.unit must be 'sessions' (trading days), 'days' (calendar days) "
+                              f"or 'bars', got {self.unit!r}")
 
     @property
     def step(self) -> int:
@@ -186,17 +189,29 @@ def make_windows(calendar: np.ndarray, config: WindowConfig, start: Any = None, 
     i_lo = int(np.searchsorted(cal, lo_t, side="left"))
     i_hi = int(np.searchsorted(cal, hi_t, side="left"))
     day = np.timedelta64(1, "D")
+    if config.unit == "sessions":
+        # Sessions as a calendar of their own: the bar index where each one starts.
+        days = cal.astype("datetime64[D]")
+        firsts = np.r_[0, np.flatnonzero(days[1:] != days[:-1]) + 1, cal.shape[0]]
+        s_lo = int(np.searchsorted(firsts, i_lo, side="left"))
+        s_hi = int(np.searchsorted(firsts, i_hi, side="right")) - 1  # sessions that start before i_hi
 
     def scaled(k: int) -> list[tuple[str, Any, Any]]:
         if config.unit == "bars":
             return _bounds(config, k, i_lo)
+        if config.unit == "sessions":
+            return _bounds(config, k, s_lo)
         # Days: the same arithmetic on day counts, then turned into timestamps.
         return [(n, lo_t + a * day, lo_t + b * day) for n, a, b in _bounds(config, k, 0)]
 
     def to_index(bound: Any) -> int:
-        return int(bound) if config.unit == "bars" else int(np.searchsorted(cal, bound, side="left"))
+        if config.unit == "bars":
+            return int(bound)
+        if config.unit == "sessions":
+            return min(int(firsts[bound]), i_hi)
+        return int(np.searchsorted(cal, bound, side="left"))
 
-    limit: Any = i_hi if config.unit == "bars" else hi_t
+    limit: Any = {"bars": i_hi, "sessions": s_hi if config.unit == "sessions" else 0, "days": hi_t}[config.unit]
     windows: list[Window] = []
     k = 0
     while True:
@@ -215,7 +230,8 @@ def make_windows(calendar: np.ndarray, config: WindowConfig, start: Any = None, 
         windows.append(Window(k, spans["train"], spans.get("validation"), spans["test"]))
         k += 1
     if not windows:
-        have = (i_hi - i_lo) if config.unit == "bars" else int((hi_t - lo_t) // np.timedelta64(1, "D"))
+        have = {"bars": i_hi - i_lo, "sessions": (s_hi - s_lo) if config.unit == "sessions" else 0,
+                "days": int((hi_t - lo_t) // np.timedelta64(1, "D"))}[config.unit]
         raise ConfigError(
             f"no walk-forward window fits between {start} and {end}: one window needs {config.span} {config.unit} "
             f"(train {config.train_period_days} + validation {config.validation_period_days} + test "
@@ -226,4 +242,6 @@ def make_windows(calendar: np.ndarray, config: WindowConfig, start: Any = None, 
 def _show(value: Any, unit: str) -> str:
     if unit == "bars":
         return f"bar {value}"
+    if unit == "sessions":
+        return f"session {value}"
     return str(np.datetime64(value, "D")) if isinstance(value, np.datetime64) else str(value)

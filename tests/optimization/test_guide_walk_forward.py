@@ -72,15 +72,18 @@ def test_guide_walk_forward_example(ray_session, my_bundle):
     # The grid's continuous parameter got its default points, with a warning given once, not per window.
     assert sum("threshold" in str(w.message) for w in caught) == 1
 
-    # 252 + 63 + 63 calendar days per window, rolled by 63 days over 6 years.
-    assert results.windows.height == 29
+    # 252 + 63 + 63 trading sessions per window (the guide's "1 year", "3 months"), rolled
+    # by 63 sessions over the 1,509 sessions of 2018-2023: (1509 - 378) // 63 + 1 windows.
+    assert results.windows.height == 18
     assert (results.windows["status"] == "ok").all()
     assert all(len(r) == 10 * 5 and r.n_complete == 50 for r in results.train_results)
-    assert results.validation.height == 29 * 5
+    assert results.validation.height == 18 * 5
     assert set(results.windows["lookback"].to_list()) <= set(range(10, 101, 10))
     days = results.oos_returns["date"]
     assert days[0] == results.windows["test_start"][0] and days[-1] == results.windows["test_end"][-1]
-    assert str(days[0])[:10] == "2018-11-12" and days[-1].year == 2023
+    # The first test starts 252 + 63 sessions after 2018-01-02: on 2019-04-04.
+    assert str(days[0])[:10] == "2019-04-04" and days[-1].year == 2023
+    assert all(len(w.train) == 252 and len(w.test) == 63 for w in results.window_specs)
     assert results.oos_returns.height == sum(len(w.test) for w in results.window_specs)
     assert np.isfinite(results.oos_metrics["total_return"])
     print(results.summary())

@@ -25,7 +25,7 @@ from rustybt_ray.optimization import (
 from rustybt_ray.optimize.journal import strategy_fingerprint, trial_key
 
 START, END = "2018-01-01", "2020-06-30"
-CONFIG = WindowConfig(train_period_days=120, validation_period_days=60, test_period_days=60)
+CONFIG = WindowConfig(train_period_days=120, validation_period_days=60, test_period_days=60, unit="days")
 PARAMS = ["fast", "slow"]
 
 
@@ -95,7 +95,7 @@ def test_selection_is_the_validation_argmax_among_the_train_top_k(result, demo):
 
 
 def test_without_validation_the_train_best_is_selected(pool, demo):
-    res = wf(pool, WindowConfig(120, 0, 60)).run(SmaCrossover, demo, START, END)
+    res = wf(pool, WindowConfig(120, 0, 60, unit="days")).run(SmaCrossover, demo, START, END)
     assert (res.windows["selected_by"] == "train").all() and (res.windows["train_rank"] == 0).all()
     assert res.windows["validation_start"].is_null().all()
     for k, tr in enumerate(res.train_results):

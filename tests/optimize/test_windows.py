@@ -21,7 +21,7 @@ def _days(cal: np.ndarray, span) -> list[str]:
 
 def test_rolling_days_hand_checked():
     # January 2018: the 1st and the 15th (MLK day) are holidays, weekends have no bars.
-    ws = make_windows(CAL, WindowConfig(10, 5, 5), "2018-01-01", "2018-01-31")
+    ws = make_windows(CAL, WindowConfig(10, 5, 5, unit="days"), "2018-01-01", "2018-01-31")
     assert len(ws) == 3  # a 4th test segment would be Jan 31 .. Feb 4, past the end
     w0, w1, w2 = ws
     assert _days(CAL, w0.train) == ["2018-01-02", "2018-01-03", "2018-01-04", "2018-01-05", "2018-01-08",
@@ -62,9 +62,9 @@ def test_no_validation_and_step_larger_than_test():
     assert [b.test.start - a.test.start for a, b in zip(ws, ws[1:])] == [10] * (len(ws) - 1)
 
 
-def test_guide_config_on_the_demo_calendar():
+def test_guide_config_on_the_demo_calendar_in_calendar_days():
     cfg = WindowConfig(train_period_days=252, validation_period_days=63, test_period_days=63,
-                       step_size_days=63, window_type="rolling")
+                       step_size_days=63, window_type="rolling", unit="days")
     ws = make_windows(CAL, cfg, "2018-01-01", "2023-12-31")
     # (2191 days - 378) // 63 + 1 windows of 378 calendar days each.
     assert len(ws) == 29
@@ -72,9 +72,43 @@ def test_guide_config_on_the_demo_calendar():
     assert ws[0].test.first == np.datetime64("2018-11-12")
 
 
+def test_guide_config_counts_trading_sessions_by_default():
+    """The guide's ``train_period_days=252  # 1 year training``: 252 trading days, not calendar days."""
+    cfg = WindowConfig(train_period_days=252, validation_period_days=63, test_period_days=63,
+                       step_size_days=63, window_type="rolling")
+    assert cfg.unit == "sessions"
+    ws = make_windows(CAL, cfg, "2018-01-01", "2023-12-31")
+    days = CAL[(CAL >= np.datetime64("2018-01-01")) & (CAL < np.datetime64("2024-01-01"))]
+    assert len(ws) == (len(days) - 378) // 63 + 1
+    for k, w in enumerate(ws):
+        assert (len(w.train), len(w.validation), len(w.test)) == (252, 63, 63)  # daily: a session is a bar
+        assert w.train.first == days[63 * k] and w.test.last == days[63 * k + 377]
+    assert ws[0].train.last == np.datetime64("2019-01-02")  # 2018 had 251 sessions
+
+
+def test_sessions_on_an_intraday_calendar_hold_whole_sessions():
+    # Three bars a day on weekdays, a half day (one bar) every tenth session.
+    bars, n = [], 0
+    for d in np.arange(np.datetime64("2021-01-04"), np.datetime64("2021-06-30")):
+        if d.astype("datetime64[D]").item().weekday() >= 5:
+            continue
+        hours = (10,) if n % 10 == 9 else (10, 12, 14)
+        bars += [np.datetime64(d) + np.timedelta64(h, "h") for h in hours]
+        n += 1
+    cal = np.array(bars, dtype="datetime64[ns]")
+    ws = make_windows(cal, WindowConfig(20, 5, 5), None, None)
+    sessions = np.unique(cal.astype("datetime64[D]"))
+    assert len(ws) == (len(sessions) - 30) // 5 + 1
+    for k, w in enumerate(ws):
+        for span, (a, b) in zip((w.train, w.validation, w.test), ((0, 20), (20, 25), (25, 30))):
+            got = np.unique(cal[span.start:span.stop].astype("datetime64[D]"))
+            assert list(got) == list(sessions[5 * k + a: 5 * k + b])  # whole sessions, in order
+            assert span.start == 0 or cal[span.start - 1].astype("datetime64[D]") != got[0]
+
+
 def test_no_window_fits_is_a_clear_error():
     with pytest.raises(ConfigError, match=r"no walk-forward window fits .* needs 378 days .* has 180 days"):
-        make_windows(CAL, WindowConfig(252, 63, 63), "2018-01-01", "2018-06-29")
+        make_windows(CAL, WindowConfig(252, 63, 63, unit="days"), "2018-01-01", "2018-06-29")
     with pytest.raises(ConfigError, match="needs 30 bars"):
         make_windows(CAL, WindowConfig(10, 10, 10, unit="bars"), "2018-01-01", "2018-01-31")
 
@@ -82,7 +116,7 @@ def test_no_window_fits_is_a_clear_error():
 def test_a_segment_without_bars_is_an_error():
     # One-day validation segments: the first one, Saturday 2018-01-06, holds no bar.
     with pytest.raises(ConfigError, match=r"window 0: the validation segment \[2018-01-06, 2018-01-07\) holds no bar"):
-        make_windows(CAL, WindowConfig(5, 1, 3), "2018-01-01", "2018-03-31")
+        make_windows(CAL, WindowConfig(5, 1, 3, unit="days"), "2018-01-01", "2018-03-31")
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -106,7 +140,7 @@ def test_bad_configs_name_the_field(kwargs, field):
 def test_defaults_and_frozen():
     cfg = WindowConfig(252, 63, 21)
     assert cfg.step_size_days == 21 and cfg.step == 21  # the step defaults to the test length
-    assert cfg.window_type == "rolling" and cfg.unit == "days" and cfg.purge_days == 0
+    assert cfg.window_type == "rolling" and cfg.unit == "sessions" and cfg.purge_days == 0
     assert cfg.span == 252 + 63 + 21
     with pytest.raises(AttributeError):
         cfg.train_period_days = 5  # type: ignore[misc]
