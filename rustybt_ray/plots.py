@@ -2,8 +2,8 @@
 
 matplotlib is optional (``pip install 'rustybt-ray[plots]'``) and imported inside the
 functions, so the rest of the package never pays for it. Each plot function returns
-the matplotlib ``Figure`` (which Jupyter displays), or, given ``path``, writes a PNG
-there and returns the path.
+the matplotlib ``Figure`` (shown in Jupyter with ``%matplotlib inline`` or
+``display(fig)``), or, given ``path``, writes a PNG there and returns the path.
 
 Figures are built without ``pyplot``: no global figure registry to leak memory in
 long sweeps, and no GUI backend is ever touched. Files are rendered with the Agg

@@ -227,7 +227,8 @@ class OptimizationResult:
 
         Uses every complete trial's per-bar returns (kept when
         ``OptimizationConfig.return_daily_returns`` is on, the default) and the true
-        number of trials run. Sharpe values in the report are per bar;
+        number of trials tried: complete and pruned, distinct parameter sets
+        (``n_with_returns`` says how many of them had whole returns for the PBO). Sharpe values in the report are per bar;
         ``sharpe_annual`` is the best trial's, annualised with the bundle's bars per year.
         """
         from rustybt_ray.errors import OverfittingError
@@ -253,6 +254,17 @@ class OptimizationResult:
         # A bar with no return yet (NaN before the first valuation) carries no information.
         matrix = np.nan_to_num(matrix, nan=0.0)
         report = overfitting_report(matrix, numbers=numbers, best=numbers.index(best["number"]), n_splits=n_splits)
+        # The DSR deflates by every trial *tried*, not only those that ran to the end:
+        # pruned trials were candidates too. Count distinct parameter sets (a repeat
+        # answered from the journal is the same trial), and deflate again if it differs.
+        tried = self._trials.filter(pl.col("status").is_in(["complete", "pruned"]))
+        n_tried = tried.select(self.param_names).n_unique() if self.param_names else tried.height
+        if n_tried > report["n_trials"]:
+            from rustybt_ray.optimize.overfitting import deflated_sharpe_ratio
+
+            d = deflated_sharpe_ratio(matrix[:, numbers.index(best["number"])], n_tried, report["sharpe_variance"])
+            report.update(n_trials=n_tried, expected_max_sharpe=d.expected_max_sharpe, dsr=d.dsr)
+        report["n_with_returns"] = len(numbers)
         ppy = self.meta.get("periods_per_year")
         report["sharpe_annual"] = report["sharpe"] * math.sqrt(ppy) if ppy else math.nan
         self._cache[key] = report

@@ -53,3 +53,26 @@ def test_without_returns_the_error_says_what_to_change(ray_session):
         SmaCrossover, "demo", START, END)
     with pytest.raises(OverfittingError, match="return_daily_returns=True"):
         result.overfitting()
+
+
+def test_pruned_trials_count_as_tried_in_the_deflation(ray_session):
+    import optuna
+
+    from rustybt_ray.optimize.overfitting import deflated_sharpe_ratio
+
+    class EveryOther(optuna.pruners.BasePruner):
+        """Prunes odd-numbered trials: a known number of pruned candidates."""
+
+        def prune(self, study, trial) -> bool:
+            return trial.number % 2 == 1
+
+    result = ParallelOptimizer(space(), n_jobs=1, progress=False).run(
+        SmaCrossover, "demo", START, END, pruner=EveryOther(), checkpoint_every="year")
+    assert result.n_pruned > 0
+    report = result.overfitting(n_splits=8)
+    assert report["n_trials"] == result.n_complete + result.n_pruned == len(result)
+    assert report["n_with_returns"] == result.n_complete
+    best = result.best["number"]
+    r = np.nan_to_num(result.returns[best].astype(np.float64))
+    expected = deflated_sharpe_ratio(r, len(result), report["sharpe_variance"])
+    assert report["dsr"] == pytest.approx(expected.dsr, rel=1e-12)
