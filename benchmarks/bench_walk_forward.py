@@ -27,7 +27,6 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,12 +40,11 @@ from rustybt_ray.optimization import (
     OptimizationConfig,
     ParallelOptimizer,
     ParameterSpace,
-    SearchAlgorithm,
     WalkForwardOptimizer,
     WindowConfig,
     WorkerPool,
 )
-from rustybt_ray.optimize.search import TrialRequest
+from rustybt_ray.optimize.walk_forward_source import FixedTrials
 
 START, END = "2012-01-01", "2016-12-31"
 TOP_K = 5
@@ -60,27 +58,6 @@ def space() -> ParameterSpace:
 def config() -> WindowConfig:
     """504/63/63 bars, rolled by 63."""
     return WindowConfig(504, 63, 63, unit="bars")
-
-
-class ListSearch(SearchAlgorithm):
-    """A fixed list of parameter sets (the validation and test runs of the sequential variant)."""
-
-    def __init__(self, params: Sequence[dict[str, Any]]) -> None:
-        self._todo = list(params)
-
-    def ask(self, n: int = 1) -> list[TrialRequest]:
-        """The next ``n`` parameter sets."""
-        return [self._new_trial(self._todo[self.n_asked]) for _ in range(min(n, len(self._todo) - self.n_asked))]
-
-    def tell(self, number: int, values: Sequence[float] | None, status: str,
-             metrics: Mapping[str, float] | None = None) -> None:
-        """Record a result."""
-        self._record(number, values, status)
-
-    @property
-    def is_finished(self) -> bool:
-        """True once every parameter set was asked."""
-        return self.n_asked >= len(self._todo)
 
 
 def concurrent(pool: Any, bundle: Any, windows: int) -> tuple[float, list[dict[str, Any]], int, float]:
@@ -103,12 +80,12 @@ def sequential(pool: Any, bundle: Any, windows: int) -> tuple[float, list[dict[s
         opt = ParallelOptimizer(GridSearchAlgorithm(space()), pool=pool, progress=False)
         train = opt.run(SmaCrossover, bundle, w.train.first, w.train.last, objective="sharpe")
         top = [{"fast": r["fast"], "slow": r["slow"]} for r in train.top(TOP_K).iter_rows(named=True)]
-        val = ParallelOptimizer(ListSearch(top), pool=pool, progress=False).run(
+        val = ParallelOptimizer(FixedTrials(top), pool=pool, progress=False).run(
             SmaCrossover, bundle, w.validation.first, w.validation.last, objective="sharpe")
         v = val.trials.sort("number")["sharpe"].fill_nan(None).to_list()
         finite = [(x, i) for i, x in enumerate(v) if x is not None]
         pick = top[max(finite, key=lambda xi: (xi[0], -xi[1]))[1]] if finite else top[0]
-        test = ParallelOptimizer(ListSearch([pick]), pool=pool, config=with_returns, progress=False).run(
+        test = ParallelOptimizer(FixedTrials([pick]), pool=pool, config=with_returns, progress=False).run(
             SmaCrossover, bundle, w.test.first, w.test.last, objective="sharpe")
         assert test.n_complete == 1 and test.returns
         picks.append(pick)
@@ -135,7 +112,7 @@ def main() -> None:
     pool = WorkerPool(2)
     startup = time.perf_counter() - t
     # Warm-up: imports and the bundle in both actors, the strategy shipped once.
-    ParallelOptimizer(ListSearch([{"fast": 5, "slow": 60}] * 4), pool=pool, progress=False).run(
+    ParallelOptimizer(FixedTrials([{"fast": 5, "slow": 60}] * 4), pool=pool, progress=False).run(
         SmaCrossover, bundle, START, "2013-12-31")
 
     conc, seq = [], []
