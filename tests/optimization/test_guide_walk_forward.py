@@ -7,29 +7,12 @@ import warnings
 import numpy as np
 import pytest
 
-from rustybt_ray import TradingAlgorithm, ingest_bundle, load_bundle
-
-
-class MyStrategy(TradingAlgorithm):
-    """The guide's user strategy (the same as in the grid search example)."""
-
-    threshold = 0.01
-
-    def initialize(self):
-        self.lookback = 20
-
-    def handle_data(self, data):
-        prices = data.history(assets=self.asset, fields="close", bar_count=self.lookback, frequency="1d",
-                              return_type="array")
-        momentum = prices[-1] / np.mean(prices) - 1.0
-        self.order_target_percent(self.asset, 1.0 if momentum > self.threshold else 0.0)
+from guide_user import MyStrategy, register_my_bundle
 
 
 @pytest.fixture()
 def my_bundle(tmp_path, monkeypatch):
-    monkeypatch.setenv("RUSTYBT_BUNDLE_ROOT", str(tmp_path / "bundles"))
-    frame = load_bundle("demo").slice("2017-06-01", "2023-12-31").to_long_frame()
-    ingest_bundle("my_bundle", frame)
+    register_my_bundle(tmp_path, monkeypatch, "2017-06-01")
 
 
 def test_guide_walk_forward_example(ray_session, my_bundle):
