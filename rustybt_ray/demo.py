@@ -53,7 +53,7 @@ def run_demo(output: str | Path = "rustybt-demo", workers: int | None = None, pr
         WindowConfig,
     )
     from rustybt_ray.optimize.optuna_search import OptunaSearch
-    from rustybt_ray.sweep_run import _try_plot
+    from rustybt_ray.sweep_run import try_plot
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bars say it all
     out = _free_dir(Path(output))
@@ -108,7 +108,7 @@ def run_demo(output: str | Path = "rustybt-demo", workers: int | None = None, pr
             wf.to_parquet(out / "walk_forward")
             echo(f"\n3. {wf.summary()}")
             # Plots (with the plots extra).
-            plots = _plots(out, demo, grid, wf, _try_plot)
+            plots = _plots(out, demo, grid, wf, try_plot)
             summary["plots"] = [str(p) for p in plots]
     finally:
         if started_ray:
@@ -122,7 +122,7 @@ def run_demo(output: str | Path = "rustybt-demo", workers: int | None = None, pr
 
 
 def _plots(out: Path, demo: Any, grid: Any, wf: Any, try_plot: Any) -> list[Path]:
-    from rustybt_ray.sweep_run import _wf_plot
+    from rustybt_ray.sweep_run import walk_forward_plot
 
     files: list[Path] = []
 
@@ -142,6 +142,6 @@ def _plots(out: Path, demo: Any, grid: Any, wf: Any, try_plot: Any) -> list[Path
                             buy_and_hold_returns(demo, START, END), title=f"Best grid trial {best['params']}",
                             path=out / "plots" / "best_equity.png")
 
-    for make in (heat, equity, lambda: _wf_plot(out / "plots" / "walk_forward.png", wf)):
+    for make in (heat, equity, lambda: walk_forward_plot(out / "plots" / "walk_forward.png", wf)):
         files += try_plot(make)
     return files

@@ -173,11 +173,12 @@ def _walk_forward(cfg: SweepConfig, strategy: type, space: Any, config: Any, obj
         "walk_forward_efficiency": result.walk_forward_efficiency, "best_params": result.best_params,
     }
     if plots:
-        files += _try_plot(lambda: _wf_plot(cfg.output / "plots" / "walk_forward.png", result))
+        files += try_plot(lambda: walk_forward_plot(cfg.output / "plots" / "walk_forward.png", result))
     return result, summary, files
 
 
-def _wf_plot(path: Path, result: Any) -> Path:
+def walk_forward_plot(path: Path, result: Any) -> Path:
+    """The stitched out-of-sample equity of a :class:`WalkForwardResult`, test windows shaded, as a PNG."""
     from rustybt_ray.plots import walk_forward_curve
 
     oos = result.oos_returns
@@ -200,7 +201,7 @@ def _search_plots(cfg: SweepConfig, strategy: type, result: Any, commission: Any
             from rustybt_ray.plots import grid_heatmap
 
             return grid_heatmap(result, numeric[0], numeric[1], path=cfg.output / "plots" / "heatmap.png")
-        files += _try_plot(heat)
+        files += try_plot(heat)
 
     def equity() -> Path:
         from rustybt_ray.plots import buy_and_hold_returns, equity_curve
@@ -216,11 +217,11 @@ def _search_plots(cfg: SweepConfig, strategy: type, result: Any, commission: Any
                             buy_and_hold_returns(b, cfg.start, cfg.end),
                             title=f"Best trial #{best['number']} {best['params']}",
                             path=cfg.output / "plots" / "equity.png")
-    files += _try_plot(equity)
+    files += try_plot(equity)
     return files
 
 
-def _try_plot(make: Any) -> list[Path]:
+def try_plot(make: Any) -> list[Path]:
     """A plot when matplotlib is installed; without it, no plot (the CLI says how to get them)."""
     from rustybt_ray.plots import PlotDependencyError
 
@@ -254,7 +255,7 @@ def read_results(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], pl.
         from rustybt_ray.optimize.journal import TrialJournal
 
         j = TrialJournal(journal)
-        for key in list(j._records):
+        for key in j.keys():
             rec = j.get(key)
             assert rec is not None
             rows.append({**rec["params"], **(rec.get("metrics") or {}), "status": rec["status"]})

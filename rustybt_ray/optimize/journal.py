@@ -128,6 +128,10 @@ class TrialJournal:
     def __contains__(self, key: str) -> bool:
         return key in self._records
 
+    def keys(self) -> list[str]:
+        """The keys of every finished trial held, in the order they were first journaled."""
+        return list(self._records)
+
     def get(self, key: str, need_returns: bool = False) -> dict[str, Any] | None:
         """The stored record for ``key`` (with ``returns`` decoded), or None; None too when returns are needed but absent."""
         rec = self._records.get(key)
