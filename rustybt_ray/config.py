@@ -54,6 +54,9 @@ class OptimizationConfig:
     """Times a trial is retried after its actor died."""
     health_check_interval_s: float = 10.0
     """Seconds between actor liveness checks."""
+    worker_start_timeout_s: float = 300.0
+    """Seconds a worker may wait for a CPU on a multi-node cluster (for the autoscaler to add a
+    node) before the pool drops it and goes on with the workers that started."""
     return_daily_returns: bool = True
     """Workers also send float32 per-bar returns of every trial (4 bytes per bar per trial).
 
@@ -75,6 +78,7 @@ class OptimizationConfig:
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries!r}")
         _positive(self, "health_check_interval_s")
+        _positive(self, "worker_start_timeout_s")
 
     @property
     def cache_size_bytes(self) -> int:
@@ -116,6 +120,7 @@ _KINDS: dict[str, str] = {
     "batches_in_flight": "int",
     "max_retries": "int",
     "health_check_interval_s": "float",
+    "worker_start_timeout_s": "float",
     "return_daily_returns": "bool",
 }
 

@@ -79,14 +79,23 @@ class WorkerPool:
             n = max(1, cpus)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n_workers must be a positive int (or -1 / None for all CPUs), got {n!r}")
-        # One CPU per actor, unless more workers than CPUs are asked for (the guide's
-        # n_jobs=8 on a laptop): then they share the CPUs instead of waiting forever.
+        # One CPU per actor. More workers than CPUs on one machine (the guide's n_jobs=8 on
+        # a laptop): they share the CPUs instead of waiting forever. On a multi-node
+        # cluster the extra actors wait for a CPU, which is what makes an autoscaler add
+        # nodes; prepare() drops those still waiting after worker_start_timeout_s.
         self.cpus_per_worker = 1.0
         if n > cpus:
-            self.cpus_per_worker = max(cpus, 1) / n
-            warnings.warn(f"{n} workers requested but the cluster has {cpus} CPUs; the workers share them "
-                          f"({self.cpus_per_worker:.2f} CPU each), which adds no speed", RuntimeWarning,
-                          stacklevel=2)
+            nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+            if nodes <= 1:
+                self.cpus_per_worker = max(cpus, 1) / n
+                warnings.warn(f"{n} workers requested but the cluster has {cpus} CPUs; the workers share them "
+                              f"({self.cpus_per_worker:.2f} CPU each), which adds no speed", RuntimeWarning,
+                              stacklevel=2)
+            else:
+                warnings.warn(f"{n} workers requested but the cluster's {nodes} nodes have {cpus} CPUs now: "
+                              f"{n - cpus} wait for nodes to join (an autoscaler) for up to "
+                              f"{self.config.worker_start_timeout_s:g} s (worker_start_timeout_s)", RuntimeWarning,
+                              stacklevel=2)
         self.store = store if store is not None else self._store_for(self.config)
         self.ping_timeout_s = float(ping_timeout_s)
         self.workers: dict[int, Any] = {}
@@ -132,7 +141,13 @@ class WorkerPool:
         with self._lock:
             self._specs[spec.job_id] = spec
             pending = {wid: actor.prepare.remote(spec) for wid, actor in self.workers.items()}
+        _, waiting = ray.wait(list(pending.values()), num_returns=len(pending),
+                              timeout=self.config.worker_start_timeout_s)
+        if waiting:
+            self._drop_unplaced([wid for wid, ref in pending.items() if ref in set(waiting)])
         for wid, ref in pending.items():
+            if wid not in self.workers:
+                continue
             try:
                 ray.get(ref)
             except _DEAD:
@@ -141,6 +156,20 @@ class WorkerPool:
                 with self._lock:
                     if wid in self.workers:
                         self.replace(wid)
+
+    def _drop_unplaced(self, wids: list[int]) -> None:
+        """Kill workers still waiting for a CPU: the sweep goes on with the ones that started."""
+        with self._lock:
+            for wid in wids:
+                actor = self.workers.pop(wid, None)
+                if actor is not None:
+                    _kill(actor)
+            left = len(self.workers)
+        if not left:
+            raise RuntimeError(f"no worker could start within {self.config.worker_start_timeout_s:g} s: "
+                               "the cluster has no free CPU (raise worker_start_timeout_s to wait for nodes)")
+        warnings.warn(f"{len(wids)} worker(s) found no CPU within {self.config.worker_start_timeout_s:g} s "
+                      f"(worker_start_timeout_s); the pool goes on with {left}", RuntimeWarning, stacklevel=3)
 
     def release(self, job_id: str) -> None:
         """Forget a job on every worker (dead workers are skipped; the health check replaces them)."""

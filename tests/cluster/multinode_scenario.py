@@ -10,6 +10,7 @@ import json
 import sys
 import time
 import uuid
+import warnings
 
 import ray
 from ray.cluster_utils import Cluster
@@ -18,7 +19,13 @@ from rustybt_ray.cluster import JobSpec, WorkerPool, default_store
 from rustybt_ray.data import load_bundle
 from rustybt_ray.engine import run_metrics
 from rustybt_ray.examples.sma_crossover import SmaCrossover
-from rustybt_ray.optimization import DiscreteParameter, GridSearchAlgorithm, ParallelOptimizer, ParameterSpace
+from rustybt_ray.optimization import (
+    DiscreteParameter,
+    GridSearchAlgorithm,
+    OptimizationConfig,
+    ParallelOptimizer,
+    ParameterSpace,
+)
 
 
 def main() -> dict:
@@ -77,10 +84,34 @@ def main() -> dict:
             SmaCrossover, demo, "2015-01-01", "2015-12-31")
         out["address_connected_nodes"] = len([n for n in ray.nodes() if n["Alive"]])
         out["address_sweep_complete"] = by_address.n_complete
+        autoscaling(cluster, store_mb, demo, space, out)
         ray.shutdown()
         return out
     finally:
         cluster.shutdown()
+
+
+def autoscaling(cluster: Cluster, store_mb: int, demo: object, space: ParameterSpace, out: dict) -> None:
+    """More workers than CPUs on a multi-node cluster: extra actors wait for a node, then are dropped."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # A node joins while the third worker waits (what an autoscaler does).
+        with WorkerPool(3, OptimizationConfig(worker_start_timeout_s=120)) as pool:
+            cluster.add_node(num_cpus=1, object_store_memory=store_mb)
+            spec = JobSpec(uuid.uuid4().hex, SmaCrossover, [pool.store.put(demo)], demo.version,
+                           "2015-01-01", "2015-12-31", 1e5)
+            pool.prepare(spec)
+            out["joined_workers"] = len(pool.workers)
+            out["joined_actor_nodes"] = len({i["node_id"] for i in pool.info()})
+            out["joined_cpus_per_worker"] = pool.cpus_per_worker
+            pool.release(spec.job_id)
+        # No node joins: the worker that finds no CPU is dropped and the sweep runs on the rest.
+        with WorkerPool(4, OptimizationConfig(worker_start_timeout_s=3)) as pool:
+            sweep = ParallelOptimizer(GridSearchAlgorithm(space), pool=pool, progress=False).run(
+                SmaCrossover, demo, "2015-01-01", "2015-12-31")
+            out["dropped_workers_left"] = len(pool.workers)
+            out["dropped_sweep_complete"] = sweep.n_complete
+    out["autoscaling_warnings"] = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
 
 
 if __name__ == "__main__":

@@ -54,3 +54,16 @@ def test_sweep_on_two_nodes_equals_single_node(scenario):
 def test_optimizer_connects_to_an_existing_cluster_by_address(scenario):
     assert scenario["address_connected_nodes"] == 2  # it joined the 2-node cluster, not a new local Ray
     assert scenario["address_sweep_complete"] == 2
+
+
+def test_extra_workers_wait_for_a_joining_node_instead_of_sharing_cpus(scenario):
+    """On a multi-node cluster a pool asks for whole CPUs, so an autoscaler can add nodes for it."""
+    assert scenario["joined_cpus_per_worker"] == 1.0
+    assert scenario["joined_workers"] == 3 and scenario["joined_actor_nodes"] == 3
+    assert any("wait for nodes to join" in w for w in scenario["autoscaling_warnings"])
+
+
+def test_workers_that_find_no_cpu_are_dropped_and_the_sweep_goes_on(scenario):
+    assert scenario["dropped_workers_left"] == 3  # 4 asked, 3 CPUs, nobody joined within 3 s
+    assert scenario["dropped_sweep_complete"] == 2
+    assert any("found no CPU within 3 s" in w for w in scenario["autoscaling_warnings"])

@@ -22,6 +22,7 @@ ENV_VALUES = {
     "batches_in_flight": ("3", 3),
     "max_retries": ("0", 0),
     "health_check_interval_s": ("2.5", 2.5),
+    "worker_start_timeout_s": ("30", 30.0),
     "return_daily_returns": ("off", False),
 }
 
@@ -39,6 +40,7 @@ def test_defaults() -> None:
     assert cfg.batches_in_flight == 2
     assert cfg.max_retries == 3
     assert cfg.health_check_interval_s == 10.0
+    assert cfg.worker_start_timeout_s == 300.0
     assert cfg.return_daily_returns is True
     assert cfg.cache_size_bytes == 2 * 2**30
 
