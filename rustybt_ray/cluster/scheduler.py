@@ -156,12 +156,14 @@ class Scheduler:
             busy += time.perf_counter() - t0
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.health_check_interval_s)
             t0 = time.perf_counter()
-            if not ready:
-                if time.monotonic() - last_health >= self.health_check_interval_s:
-                    self._health_check(inflight, per_worker, retry, attempts, results, source)
-                    last_health = time.monotonic()
-                continue
+            if time.monotonic() - last_health >= self.health_check_interval_s:
+                # Also while other workers keep answering: a frozen actor (a stuck node, a
+                # stopped process) must not hold its batch until the rest of the sweep is done.
+                self._health_check(inflight, per_worker, retry, attempts, results, source)
+                last_health = time.monotonic()
             for ref in ready:
+                if ref not in inflight:  # its worker was just replaced; its trials are queued again
+                    continue
                 wid, trials = inflight.pop(ref)
                 per_worker[wid] -= 1
                 try:
