@@ -31,7 +31,7 @@ class BundleConnectionPool:
     def store(self) -> Any:
         """The :class:`BundleStore`: the live pool's, else the process default."""
         from rustybt_ray.cluster.bundle_store import default_store
-        from rustybt_ray.optimize.optimizer import last_pool
+        from rustybt_ray.optimize.session import last_pool
 
         pool = last_pool()
         return pool.store if pool is not None else default_store()

@@ -32,7 +32,7 @@ class DataCache:
 
     @staticmethod
     def _pool() -> Any:
-        from rustybt_ray.optimize.optimizer import last_pool
+        from rustybt_ray.optimize.session import last_pool
 
         return last_pool()
 

@@ -36,15 +36,13 @@ from rustybt_ray.metrics import METRIC_DIRECTIONS
 from rustybt_ray.optimize.journal import TrialJournal, strategy_fingerprint, trial_key
 from rustybt_ray.optimize.result import OptimizationResult
 from rustybt_ray.optimize.search import GridSearchAlgorithm, SearchAlgorithm
-from rustybt_ray.optimize.session import SweepSession, last_pool, ship_by_value
+from rustybt_ray.optimize.session import SweepSession, last_pool
 from rustybt_ray.optimize.space import ParameterSpace
 
 __all__ = ["ParallelOptimizer", "last_pool"]
 
 #: What ``objective=`` accepts: a metric name, a callable on the metrics dict, or a list of them.
 Objective = Union[str, Callable[[dict[str, float]], float], Sequence[Union[str, Callable[[dict[str, float]], float]]]]
-
-_ship_by_value = ship_by_value  # the name tests and older callers use
 
 
 class _Objectives:
