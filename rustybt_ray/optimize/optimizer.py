@@ -33,7 +33,7 @@ from rustybt_ray.engine.costs import CommissionModel, SlippageModel
 from rustybt_ray.engine.run import run_metrics
 from rustybt_ray.errors import SearchSpaceError, StrategyError
 from rustybt_ray.metrics import METRIC_DIRECTIONS
-from rustybt_ray.optimize.journal import TrialJournal, strategy_fingerprint, trial_key
+from rustybt_ray.optimize.journal import TrialJournal, trial_key
 from rustybt_ray.optimize.result import OptimizationResult
 from rustybt_ray.optimize.search import GridSearchAlgorithm, SearchAlgorithm
 from rustybt_ray.optimize.session import SweepSession, last_pool
@@ -345,16 +345,7 @@ class ParallelOptimizer:
         space = self.algorithm.space
         _dry_run(strategy, b, start_date, end_date, space)  # before any actor starts: fail fast
         with session:
-            i0, i1 = b.index_range(start_date, end_date)
-            job = {
-                # The bars actually run, not the dates as typed: "2020-01-01" and "2020-01-02"
-                # name the same backtest when the 1st is a holiday.
-                "strategy": strategy_fingerprint(strategy), "bundle_version": b.version,
-                "start": str(b.calendar[i0]) if i1 > i0 else str(start_date),
-                "end": str(b.calendar[i1 - 1]) if i1 > i0 else str(end_date),
-                "capital_base": float(capital_base),
-                "commission": repr(commission), "slippage": repr(slippage), "fill_price": fill_price,
-            }
+            job = session.identity()
             book = TrialJournal(journal)
             prefetch = getattr(self.algorithm, "prefetch_trials", 0) * max(1, len(session.pool.workers))
             source = _SearchSource(self.algorithm, objectives, book, job, self.config.return_daily_returns, prefetch)

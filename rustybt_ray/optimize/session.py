@@ -88,6 +88,25 @@ class SweepSession:
         self.spec: JobSpec | None = None
         self.stats: list[SchedulerStats] = []
 
+    def identity(self) -> dict[str, Any]:
+        """What every trial's journal key shares (see :func:`~rustybt_ray.optimize.journal.trial_key`).
+
+        The dates are the bars actually run, not the dates as typed: "2020-01-01" and
+        "2020-01-02" name the same backtest when the 1st is a holiday. A trial with its
+        own dates (walk-forward) replaces ``start`` and ``end``.
+        """
+        from rustybt_ray.optimize.journal import strategy_fingerprint
+
+        b = self.bundle
+        i0, i1 = b.index_range(self.start, self.end)
+        return {
+            "strategy": strategy_fingerprint(self.strategy), "bundle_version": b.version,
+            "start": str(b.calendar[i0]) if i1 > i0 else str(self.start),
+            "end": str(b.calendar[i1 - 1]) if i1 > i0 else str(self.end),
+            "capital_base": self.capital_base,
+            "commission": repr(self.commission), "slippage": repr(self.slippage), "fill_price": self.fill_price,
+        }
+
     def __enter__(self) -> SweepSession:
         global _last_pool
         from rustybt_ray.cluster.pool import WorkerPool

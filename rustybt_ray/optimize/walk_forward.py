@@ -53,7 +53,7 @@ from rustybt_ray.engine.algorithm import TradingAlgorithm
 from rustybt_ray.engine.costs import CommissionModel, SlippageModel
 from rustybt_ray.errors import SearchSpaceError, StrategyError
 from rustybt_ray.metrics import METRIC_DIRECTIONS, compute_metrics
-from rustybt_ray.optimize.journal import TrialJournal, strategy_fingerprint
+from rustybt_ray.optimize.journal import TrialJournal
 from rustybt_ray.optimize.optimizer import Objective, _dry_run, _Objectives
 from rustybt_ray.optimize.result import OptimizationResult
 from rustybt_ray.optimize.search import GridSearchAlgorithm, SearchAlgorithm
@@ -183,11 +183,7 @@ class WalkForwardOptimizer:
             algo.start(algo.space if algo.space is not None else self.param_space, self.objectives.pairs)
         space = algorithms[0].space
         _dry_run(strategy, b, start_date, end_date, space)  # before any actor starts: fail fast
-        job = {
-            "strategy": strategy_fingerprint(strategy), "bundle_version": b.version,
-            "capital_base": float(capital_base),
-            "commission": repr(commission), "slippage": repr(slippage), "fill_price": fill_price,
-        }
+        job = session.identity()  # each phase replaces start and end with its segment's bars
         totals = [a.n_total for a in algorithms]
         with_val = self.window_config.validation_period_days > 0
         total = None if None in totals else sum(totals) + len(windows) * (1 + (self.top_k if with_val else 0))
