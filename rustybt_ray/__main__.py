@@ -2,6 +2,6 @@
 
 import sys
 
-from rustybt_ray.cli import main
+from rustybt_ray.app.cli import main
 
 sys.exit(main())

@@ -85,3 +85,10 @@ class OverfittingError(RustyBTError):
     Too few trials, bars or splits, a negative Sharpe variance, non-finite
     returns (the message names the trial columns) or constant returns.
     """
+
+
+class OutputError(RustyBTError):
+    """A result file or directory cannot be written (no space left, a parent that is a regular file, no permission).
+
+    The message names the file or directory.
+    """

@@ -10,6 +10,7 @@ from arrays.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -140,6 +141,59 @@ def run_metrics(
     return metrics, (returns_from_values(pv, capital) if with_returns else None)
 
 
+def check_run(
+    strategy: Any,
+    bundle: Bundle | str,
+    start: Any,
+    end: Any,
+    capital_base: Any,
+    fill_price: str = "open",
+) -> tuple[Bundle, int, int]:
+    """Check a run's arguments without running it; returns the loaded bundle and its bar range ``[i0, i1)``.
+
+    Every check that needs no worker: the strategy class, ``fill_price``, a positive
+    finite ``capital_base``, the bundle (loaded by name), readable dates with
+    ``start <= end``, and at least one bar between them. Sweeps call it on the
+    driver before Ray starts, so a mistake fails once, not once per trial.
+    """
+    if not (isinstance(strategy, type) and issubclass(strategy, TradingAlgorithm)):
+        raise StrategyError(f"strategy must be a TradingAlgorithm subclass, got {strategy!r}")
+    if fill_price not in FILL_PRICES:
+        raise StrategyError(f"fill_price must be 'open' or 'close', got {fill_price!r}")
+    if isinstance(capital_base, bool) or not isinstance(capital_base, (int, float, np.integer, np.floating)):
+        raise StrategyError(f"capital_base must be a positive number, got {capital_base!r}")
+    if not (math.isfinite(float(capital_base)) and capital_base > 0):
+        raise StrategyError(f"capital_base must be a positive number, got {capital_base!r}")
+    if isinstance(bundle, Bundle):
+        b = bundle
+    else:
+        from rustybt_ray.data import load_bundle
+
+        b = load_bundle(bundle)
+    i0, i1 = b.index_range(start, end)
+    if start is not None and end is not None and i1 <= i0 and _reversed(start, end):
+        raise StrategyError(f"start {start} is after end {end}; swap them")
+    if i1 <= i0:
+        raise StrategyError(
+            f"no bars between {start} and {end} in bundle {b.name!r} "
+            f"({b.calendar[0]!s:.10}..{b.calendar[-1]!s:.10})" if b.calendar.size else f"bundle {b.name!r} is empty"
+        )
+    return b, i0, i1
+
+
+def _reversed(start: Any, end: Any) -> bool:
+    """Whether ``start`` is after the last instant ``end`` includes (a date-only end includes its whole day)."""
+    import pandas as pd
+
+    try:
+        s, e = pd.Timestamp(start), pd.Timestamp(end)
+    except (ValueError, TypeError):
+        return False  # unreadable dates were already refused by index_range
+    if e == e.normalize() and (not isinstance(end, str) or len(end.strip()) <= 10):
+        e = e + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
+    return bool(s > e)
+
+
 def _simulate(
     strategy: type[TradingAlgorithm],
     bundle: Bundle | str,
@@ -154,24 +208,7 @@ def _simulate(
     checkpoint: Checkpoint | None = None,
     checkpoint_every: str | int = "auto",
 ) -> tuple[TradingAlgorithm, Bundle, Ledger, int, int, float, dict[str, Any]]:
-    if not (isinstance(strategy, type) and issubclass(strategy, TradingAlgorithm)):
-        raise StrategyError(f"strategy must be a TradingAlgorithm subclass, got {strategy!r}")
-    if fill_price not in FILL_PRICES:
-        raise StrategyError(f"fill_price must be 'open' or 'close', got {fill_price!r}")
-    if not (np.isfinite(capital_base) and capital_base > 0):
-        raise StrategyError(f"capital_base must be a positive number, got {capital_base!r}")
-    if isinstance(bundle, Bundle):
-        b = bundle
-    else:
-        from rustybt_ray.data import load_bundle
-
-        b = load_bundle(bundle)
-    i0, i1 = b.index_range(start, end)
-    if i1 <= i0:
-        raise StrategyError(
-            f"no bars between {start} and {end} in bundle {b.name!r} "
-            f"({b.calendar[0]!s:.10}..{b.calendar[-1]!s:.10})" if b.calendar.size else f"bundle {b.name!r} is empty"
-        )
+    b, i0, i1 = check_run(strategy, bundle, start, end, capital_base, fill_price)
     pinned = pinned_params(strategy, params)
     algo = strategy()
     capital = float(capital_base)

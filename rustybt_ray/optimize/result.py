@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rustybt_ray.errors import SearchSpaceError
+from rustybt_ray.files import atomic_write
 from rustybt_ray.optimize.space import RESERVED_NAMES
 
 _META_KEY = b"rustybt_ray.optimization"
@@ -306,31 +306,20 @@ class OptimizationResult:
         On any error the temp file is removed and an existing file at ``path`` is untouched.
         """
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                header = {
-                    "format": _FORMAT_VERSION,
-                    "objective": self.objective,
-                    "direction": self.direction,
-                    "param_names": self.param_names,
-                    "metric_names": self.metric_names,
-                    "meta": self.meta,
-                    "objectives": self.objectives,
-                }
-                encoded = json.dumps(header, allow_nan=True).encode()
-                table = self._trials.to_arrow()
-                table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: encoded})
-                pq.write_table(table, fh)
-                fh.flush()
-                os.fsync(fh.fileno())  # the bytes are on disk before the name points at them
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        header = {
+            "format": _FORMAT_VERSION,
+            "objective": self.objective,
+            "direction": self.direction,
+            "param_names": self.param_names,
+            "metric_names": self.metric_names,
+            "meta": self.meta,
+            "objectives": self.objectives,
+        }
+        encoded = json.dumps(header, allow_nan=True).encode()
+        table = self._trials.to_arrow()
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: encoded})
+        with atomic_write(path) as fh:
+            pq.write_table(table, fh)
         return path
 
     @classmethod

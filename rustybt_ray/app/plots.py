@@ -14,7 +14,6 @@ moved into place, so a reader never sees half a PNG.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rustybt_ray.errors import RustyBTError
+from rustybt_ray.files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -73,16 +73,8 @@ def _finish(fig: Figure, path: PathLike | None, dpi: float) -> Path | Figure:
 
     FigureCanvasAgg(fig)  # binds an Agg canvas: renders without any GUI backend
     out = Path(path).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory as the target, so os.replace is a rename, never a copy.
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(out, fsync=False) as fh:
+        fig.savefig(fh, format="png", dpi=dpi)
     return out
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib
-import importlib.util
 import json
 import math
 import sys
@@ -17,40 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rustybt_ray.engine.loading import load_strategy
 from rustybt_ray.errors import RustyBTError, StrategyError
 
 DEMO_STRATEGY = "rustybt_ray.examples.sma_crossover:SmaCrossover"
-
-
-def load_strategy(target: str) -> type:
-    """Load a strategy class from ``path/to/file.py:ClassName`` or ``package.module:ClassName``."""
-    from rustybt_ray.engine import TradingAlgorithm
-
-    module_part, sep, class_name = target.rpartition(":")
-    if not sep or not module_part or not class_name:
-        raise StrategyError(f"strategy must look like path/to/strategy.py:ClassName or module:ClassName, got {target!r}")
-    if module_part.endswith(".py") or "/" in module_part or "\\" in module_part:
-        path = Path(module_part)
-        if not path.is_file():
-            raise StrategyError(f"strategy file {path} does not exist")
-        spec = importlib.util.spec_from_file_location(f"_rustybt_user_{path.stem}", path)
-        if spec is None or spec.loader is None:
-            raise StrategyError(f"cannot import strategy file {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses and pickling look the module up
-        spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(module_part)
-        except ImportError as exc:
-            raise StrategyError(f"cannot import strategy module {module_part!r}: {exc}") from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        names = sorted(n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, TradingAlgorithm))
-        raise StrategyError(f"{module_part} has no class {class_name!r}; strategies there: {', '.join(names) or 'none'}")
-    if not (isinstance(cls, type) and issubclass(cls, TradingAlgorithm)):
-        raise StrategyError(f"{target} is not a TradingAlgorithm subclass")
-    return cls
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -107,7 +75,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _print_top(trials: Any, objective: str, direction: str, params: list[str], k: int = 10) -> None:
     import polars as pl
 
-    from rustybt_ray.sweep_run import top_table
+    from rustybt_ray.app.sweep_run import top_table
 
     top = top_table(trials, objective, direction, k)
     cols = [c for c in ["number", *params, objective, "sharpe", "cagr", "max_drawdown", "n_trades", "status"]
@@ -136,8 +104,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def _cmd_optimize(args: argparse.Namespace) -> int:
-    from rustybt_ray.sweep_config import SweepConfig
-    from rustybt_ray.sweep_run import run_sweep
+    from rustybt_ray.app.sweep_config import SweepConfig
+    from rustybt_ray.app.sweep_run import run_sweep
 
     cfg = SweepConfig.from_toml(args.sweep_file)
     if args.output:
@@ -157,7 +125,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
 
 def _cmd_results(args: argparse.Namespace) -> int:
     from rustybt_ray.metrics import METRIC_DIRECTIONS
-    from rustybt_ray.sweep_run import read_results
+    from rustybt_ray.app.sweep_run import read_results
 
     sweep, trials, summary = read_results(args.directory)
     objective = sweep["objective"][0]
@@ -174,7 +142,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from rustybt_ray.demo import run_demo
+    from rustybt_ray.app.demo import run_demo
 
     run_demo(args.output, workers=args.workers, progress=not args.no_progress)
     return 0

@@ -9,7 +9,7 @@ import pytest
 from rustybt_ray.engine import FixedBasisPointsSlippage, PerShare
 from rustybt_ray.errors import ConfigError
 from rustybt_ray.optimize import GridSearchAlgorithm, RandomSearchAlgorithm
-from rustybt_ray.sweep_config import SweepConfig
+from rustybt_ray.app.sweep_config import SweepConfig
 
 GOOD = """
 strategy = "rustybt_ray.examples.sma_crossover:SmaCrossover"

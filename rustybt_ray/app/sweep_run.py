@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,8 @@ import numpy as np
 import polars as pl
 
 from rustybt_ray.errors import ConfigError, RustyBTError
-from rustybt_ray.sweep_config import SweepConfig
+from rustybt_ray.files import write_json_atomic
+from rustybt_ray.app.sweep_config import SweepConfig
 
 
 @dataclass
@@ -40,34 +40,6 @@ class SweepReport:
     summary: dict[str, Any]
     result: Any
     files: list[Path] = field(default_factory=list)
-
-
-def write_json_atomic(path: Path, payload: Any) -> Path:
-    """Write JSON to ``path`` via a temp file and ``os.replace`` (NaN as null)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_plain(payload), fh, indent=1, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe: NaN/inf become None, NumPy scalars Python ones."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _describe(cfg: SweepConfig) -> dict[str, Any]:
@@ -86,7 +58,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     a typo never mixes two sweeps); with it, finished trials are taken from the
     journal (and the Optuna study) and only the rest run.
     """
-    from rustybt_ray.cli import load_strategy
+    from rustybt_ray.engine.loading import load_strategy
 
     out = cfg.output
     if (out / "sweep.json").exists() and not resume:
@@ -179,7 +151,7 @@ def _walk_forward(cfg: SweepConfig, strategy: type, space: Any, config: Any, obj
 
 def walk_forward_plot(path: Path, result: Any) -> Path:
     """The stitched out-of-sample equity of a :class:`WalkForwardResult`, test windows shaded, as a PNG."""
-    from rustybt_ray.plots import walk_forward_curve
+    from rustybt_ray.app.plots import walk_forward_curve
 
     oos = result.oos_returns
     bounds = [(w["test_start"], w["test_end"]) for w in result.windows.iter_rows(named=True)] \
@@ -198,13 +170,13 @@ def _search_plots(cfg: SweepConfig, strategy: type, result: Any, commission: Any
     numeric = [n for n in result.param_names if result.trials[n].dtype.is_numeric()]
     if len(numeric) >= 2:
         def heat() -> Path:
-            from rustybt_ray.plots import grid_heatmap
+            from rustybt_ray.app.plots import grid_heatmap
 
             return grid_heatmap(result, numeric[0], numeric[1], path=cfg.output / "plots" / "heatmap.png")
         files += try_plot(heat)
 
     def equity() -> Path:
-        from rustybt_ray.plots import buy_and_hold_returns, equity_curve
+        from rustybt_ray.app.plots import buy_and_hold_returns, equity_curve
 
         b = load_bundle(cfg.bundle)
         returns = result.returns.get(best["number"])
@@ -223,7 +195,7 @@ def _search_plots(cfg: SweepConfig, strategy: type, result: Any, commission: Any
 
 def try_plot(make: Any) -> list[Path]:
     """A plot when matplotlib is installed; without it, no plot (the CLI says how to get them)."""
-    from rustybt_ray.plots import PlotDependencyError
+    from rustybt_ray.app.plots import PlotDependencyError
 
     try:
         return [Path(make())]

@@ -13,7 +13,8 @@ import pytest
 from rustybt_ray.data.bundle import Bundle
 from rustybt_ray.errors import RustyBTError
 from rustybt_ray.optimize.result import OptimizationResult
-from rustybt_ray.plots import (
+from rustybt_ray.errors import OutputError
+from rustybt_ray.app.plots import (
     PlotDependencyError,
     PlotError,
     buy_and_hold_returns,
@@ -108,7 +109,8 @@ def test_failed_save_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Monk
         raise OSError("disk full")
 
     monkeypatch.setattr(Figure, "savefig", disk_full)
-    with pytest.raises(OSError, match="disk full"):
+    # A full disk is the user's to fix: a typed error that names the file, not a bare OSError.
+    with pytest.raises(OutputError, match=r"cannot write .*eq\.png: disk full"):
         equity_curve(RETURNS, DATES, path=out)
     assert out.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["eq.png"]
@@ -321,5 +323,5 @@ def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_importing_the_module_does_not_import_matplotlib() -> None:
-    code = "import sys, rustybt_ray.plots; sys.exit('matplotlib' in sys.modules)"
+    code = "import sys, rustybt_ray.app.plots; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from rustybt_ray import load_bundle, run_algorithm
-from rustybt_ray.cli import load_strategy, main, parse_param
+from rustybt_ray.app.cli import load_strategy, main, parse_param
 from rustybt_ray.errors import StrategyError
 from rustybt_ray.examples.sma_crossover import SmaCrossover
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from rustybt_ray.sweep_run import write_json_atomic
+from rustybt_ray.files import write_json_atomic
 
 START, END = "2008-01-01", "2024-12-31"
 
@@ -53,7 +53,7 @@ def run_demo(output: str | Path = "rustybt-demo", workers: int | None = None, pr
         WindowConfig,
     )
     from rustybt_ray.optimize.optuna_search import OptunaSearch
-    from rustybt_ray.sweep_run import try_plot
+    from rustybt_ray.app.sweep_run import try_plot
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bars say it all
     out = _free_dir(Path(output))
@@ -122,19 +122,19 @@ def run_demo(output: str | Path = "rustybt-demo", workers: int | None = None, pr
 
 
 def _plots(out: Path, demo: Any, grid: Any, wf: Any, try_plot: Any) -> list[Path]:
-    from rustybt_ray.sweep_run import walk_forward_plot
+    from rustybt_ray.app.sweep_run import walk_forward_plot
 
     files: list[Path] = []
 
     def heat() -> Path:
-        from rustybt_ray.plots import grid_heatmap
+        from rustybt_ray.app.plots import grid_heatmap
 
         return grid_heatmap(grid, "fast", "slow", path=out / "plots" / "grid_heatmap.png")
 
     def equity() -> Path:
         import numpy as np
 
-        from rustybt_ray.plots import buy_and_hold_returns, equity_curve
+        from rustybt_ray.app.plots import buy_and_hold_returns, equity_curve
 
         i0, i1 = demo.index_range(START, END)
         best = grid.best
