@@ -43,12 +43,17 @@ class RawPiece:
             frame's ``symbol`` column.
         row_base: number added to a 0-based position to get the row shown to users:
             1 for files (1-based data rows, header excluded), 0 for DataFrames.
+        found: the column names as the source had them, before unused ones were
+            dropped, so that a file with none of the needed columns (``ts, px``, or a
+            ``;``-separated CSV read as one column) is reported as missing columns,
+            not as empty input.
     """
 
     label: str | None
     frame: pl.DataFrame
     symbol: str | None
     row_base: int
+    found: tuple[str, ...] = ()
 
 
 def read_source(source: Source) -> list[RawPiece]:
@@ -64,29 +69,36 @@ def read_source(source: Source) -> list[RawPiece]:
         return [read_frame(source)]
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
-        if path.is_dir():
-            if _files(path, _CSV_SUFFIXES):
-                return read_csv_dir(path)
-            if _files(path, _PARQUET_SUFFIXES):
-                return read_parquet(path)
-            raise BundleValidationError(
-                "empty input: the directory has no SYMBOL.csv, SYMBOL.csv.gz or .parquet files",
-                file=str(path),
-            )
-        if path.is_file():
-            if path.name.lower().endswith(_PARQUET_SUFFIXES):
-                return read_parquet(path)
-            if path.name.lower().endswith(_CSV_SUFFIXES):
-                raise BundleError(
-                    f"{path} is a single CSV file; put SYMBOL.csv files in a directory and ingest "
-                    "the directory (the symbol comes from each file name)"
-                )
-            raise BundleError(f"{path}: cannot tell the format; expected a .parquet file or a directory")
-        raise BundleError(f"source {str(path)!r} does not exist")
+        try:
+            return _read_path(path)
+        except OSError as exc:  # a name too long, no permission: the source cannot be read
+            raise BundleError(f"cannot read source {path}: {exc.strerror or exc}") from None
     raise BundleError(
         f"cannot ingest a {type(source).__name__}; pass a CSV directory, a Parquet file or directory, "
         "or a polars/pandas DataFrame"
     )
+
+
+def _read_path(path: Path) -> list[RawPiece]:
+    if path.is_dir():
+        if _files(path, _CSV_SUFFIXES):
+            return read_csv_dir(path)
+        if _files(path, _PARQUET_SUFFIXES):
+            return read_parquet(path)
+        raise BundleValidationError(
+            "empty input: the directory has no SYMBOL.csv, SYMBOL.csv.gz or .parquet files",
+            file=str(path),
+        )
+    if path.is_file():
+        if path.name.lower().endswith(_PARQUET_SUFFIXES):
+            return read_parquet(path)
+        if path.name.lower().endswith(_CSV_SUFFIXES):
+            raise BundleError(
+                f"{path} is a single CSV file; put SYMBOL.csv files in a directory and ingest "
+                "the directory (the symbol comes from each file name)"
+            )
+        raise BundleError(f"{path}: cannot tell the format; expected a .parquet file or a directory")
+    raise BundleError(f"source {str(path)!r} does not exist")
 
 
 def read_csv_dir(path: str | os.PathLike[str]) -> list[RawPiece]:
@@ -101,13 +113,20 @@ def read_csv_dir(path: str | os.PathLike[str]) -> list[RawPiece]:
         raise BundleValidationError("empty input: the directory has no SYMBOL.csv files", file=str(directory))
     pieces = []
     for file in files:
+        symbol = _stem(file).strip()
+        if not symbol:
+            raise BundleValidationError(
+                "the file name gives a blank symbol; name each file SYMBOL.csv, e.g. AAPL.csv", file=str(file)
+            )
         try:
             frame = pl.read_csv(file, infer_schema=False, truncate_ragged_lines=False)
         except pl.exceptions.NoDataError:
             frame = pl.DataFrame()
         except pl.exceptions.ComputeError as exc:
             raise BundleValidationError(f"cannot parse CSV: {_first_line(exc)}", file=str(file)) from exc
-        pieces.append(RawPiece(str(file), _lower_columns(frame, str(file)), _stem(file), 1))
+        except OSError as exc:
+            raise BundleValidationError(f"cannot read CSV: {exc.strerror or exc}", file=str(file)) from None
+        pieces.append(RawPiece(str(file), _lower_columns(frame, str(file)), symbol, 1, _found(frame)))
     return pieces
 
 
@@ -123,7 +142,7 @@ def read_parquet(path: str | os.PathLike[str]) -> list[RawPiece]:
             frame = pl.read_parquet(file)
         except (pl.exceptions.ComputeError, OSError) as exc:
             raise BundleValidationError(f"cannot read Parquet: {_first_line(exc)}", file=str(file)) from exc
-        pieces.append(RawPiece(str(file), _lower_columns(frame, str(file)), None, 1))
+        pieces.append(RawPiece(str(file), _lower_columns(frame, str(file)), None, 1, _found(frame)))
     return pieces
 
 
@@ -140,7 +159,7 @@ def read_frame(frame: Any) -> RawPiece:
         if names:
             frame = frame.reset_index()
         frame = pl.from_pandas(frame)
-    return RawPiece(None, _lower_columns(frame, None), None, 0)
+    return RawPiece(None, _lower_columns(frame, None), None, 0, _found(frame))
 
 
 def _is_pandas_frame(obj: Any) -> bool:
@@ -164,6 +183,10 @@ def _stem(file: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return file.stem
+
+
+def _found(frame: pl.DataFrame) -> tuple[str, ...]:
+    return tuple(str(c) for c in frame.columns)
 
 
 def _lower_columns(frame: pl.DataFrame, label: str | None) -> pl.DataFrame:

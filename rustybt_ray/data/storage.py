@@ -7,7 +7,9 @@ facts a reader wants without opening the data, and the SHA-256 of the Parquet
 bytes, which is also the bundle's ``version``.
 
 A directory is written to a hidden temporary sibling, fsynced, then renamed into
-place, so a reader sees a complete bundle or none.
+place, so a reader sees a complete bundle or none. Its files are written with
+:mod:`rustybt_ray.files` (the umask's mode, an ``OSError`` as an ``OutputError``
+naming the file).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import polars as pl
 
 from rustybt_ray.data.bundle import Bundle
 from rustybt_ray.data.ingest import LONG_COLUMNS, VALUE_COLUMNS
-from rustybt_ray.errors import BundleError, BundleNotFoundError
+from rustybt_ray.errors import BundleError, BundleNotFoundError, OutputError
+from rustybt_ray.files import ensure_directory, write_bytes_atomic
 
 SCHEMA_VERSION = 1
 DATA_FILE = "data.parquet"
@@ -84,7 +87,7 @@ class Manifest:
                 )
             spans = tuple(SymbolSpan(sym, **fields) for sym, fields in data["spans"].items())
             return cls(**{**data, "symbols": tuple(data["symbols"]), "spans": spans})
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # AttributeError: JSON that is no object
             raise BundleError(f"{source} is not a valid bundle manifest ({exc}); re-ingest the bundle") from exc
 
 
@@ -159,22 +162,32 @@ def write_bundle_dir(
     renamed to ``dest``. ``before_commit`` is called with that temporary directory
     after the files are written and before the rename; an exception from it (or a
     crash at any point) leaves no ``dest`` behind.
+
+    Raises:
+        OutputError: a directory or file cannot be written (a full disk, a parent that
+            is a regular file, no permission); the message names it.
     """
     dest = Path(dest)
     if dest.exists():
         raise BundleError(f"{dest} already exists; bundle directories are never overwritten in place")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    ensure_directory(dest.parent)
     tmp = dest.parent / f"{TEMP_PREFIX}{dest.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as exc:
+        raise OutputError(f"cannot create directory {tmp}: {exc.strerror or exc}") from None
     try:
         data = parquet_bytes(frame, compression_level=compression_level)
         manifest = build_manifest(frame, name=name, frequency=frequency, data=data)
-        _write_file(tmp / DATA_FILE, data)
-        _write_file(tmp / MANIFEST_FILE, manifest.to_json().encode())
+        write_bytes_atomic(tmp / DATA_FILE, data)
+        write_bytes_atomic(tmp / MANIFEST_FILE, manifest.to_json().encode())
         fsync_dir(tmp)
         if before_commit is not None:
             before_commit(tmp)
-        os.rename(tmp, dest)
+        try:
+            os.rename(tmp, dest)
+        except OSError as exc:
+            raise OutputError(f"cannot publish bundle directory {dest}: {exc.strerror or exc}") from None
         fsync_dir(dest.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -189,6 +202,10 @@ def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BundleNotFoundError(f"{directory} is not a bundle directory: it has no {MANIFEST_FILE}") from None
+    except UnicodeDecodeError:
+        raise BundleError(f"{path} is not a valid bundle manifest (not UTF-8 text); re-ingest the bundle") from None
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
     return Manifest.from_json(text, str(path))
 
 
@@ -207,6 +224,8 @@ def read_bundle_dir(
         data = path.read_bytes()
     except FileNotFoundError:
         raise BundleError(f"bundle {manifest.name!r} at {directory} has no {DATA_FILE}; re-ingest it") from None
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
     if verify:
         digest = hashlib.sha256(data).hexdigest()
         if digest != manifest.sha256:
@@ -230,13 +249,6 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def _package_version() -> str:

@@ -76,7 +76,9 @@ def validate(pieces: list[RawPiece], *, frequency: str | None = None, lenient: b
     Raises:
         BundleValidationError: naming the file, symbol, row and problem.
     """
-    located = [_locate(p) for p in pieces if p.frame.width or p.frame.height]
+    # A piece with no columns at all (an empty file) is empty input; one whose columns
+    # are all unknown is reported by _locate as missing columns.
+    located = [_locate(p) for p in pieces if p.frame.width or p.frame.height or p.found]
     typed = [_parse_run(run, label) for run, label in _runs_of_same_schema(located)]
     if not typed or sum(t.height for t in typed) == 0:
         label = pieces[0].label if len(pieces) == 1 else None
@@ -111,10 +113,12 @@ def _locate(piece: RawPiece) -> tuple[pl.DataFrame, str | None]:
     required = [c for c in LONG_COLUMNS if not (c == "symbol" and piece.symbol is not None)]
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        found = ", ".join(frame.columns) or "none"
+        columns = piece.found or tuple(frame.columns)
+        found = ", ".join(columns) or "none"
         raise BundleValidationError(
             f"missing columns: {', '.join(missing)} (found: {found}); "
-            f"a bundle needs {', '.join(required)} (header names are case-insensitive)",
+            f"a bundle needs {', '.join(required)} (header names are case-insensitive)"
+            f"{_separator_hint(columns)}",
             file=piece.label,
         )
     symbol = pl.lit(piece.symbol, dtype=pl.String) if piece.symbol is not None else pl.col("symbol")
@@ -126,6 +130,16 @@ def _locate(piece: RawPiece) -> tuple[pl.DataFrame, str | None]:
         *VALUE_COLUMNS,
     )
     return located, piece.label
+
+
+def _separator_hint(columns: tuple[str, ...]) -> str:
+    """Advice when a CSV header read as one column looks split by another separator."""
+    if len(columns) != 1:
+        return ""
+    for sep, name in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")):
+        if sep in columns[0]:
+            return f"; the header looks separated by {name}: files must be comma-separated"
+    return ""
 
 
 def _runs_of_same_schema(
@@ -233,8 +247,15 @@ def _parse_symbols(frame: pl.DataFrame, label: str | None) -> tuple[pl.Expr, pl.
     dtype = frame.schema["symbol"]
     if not (dtype == pl.String or dtype == pl.Categorical or isinstance(dtype, pl.Enum) or dtype.is_integer()):
         raise BundleValidationError(f"column 'symbol' has type {dtype}; expected text", file=label)
-    symbol = pl.col("symbol").cast(pl.String).str.strip_chars()
-    problem = pl.when(symbol.is_null() | (symbol == "")).then(pl.lit("symbol is missing"))
+    stripped = pl.col("symbol").cast(pl.String).str.strip_chars()
+    # A blank symbol becomes null, so that the row is flagged like any value that failed to parse.
+    symbol = pl.when(stripped == "").then(pl.lit(None, dtype=pl.String)).otherwise(stripped)
+    problem = (
+        pl.when(stripped.is_null())
+        .then(pl.lit("symbol is missing"))
+        .when(stripped == "")
+        .then(pl.format("symbol '{}' is blank", pl.col("symbol").cast(pl.String)))
+    )
     return symbol, problem
 
 

@@ -187,3 +187,64 @@ def test_utc_offset_dates_are_rejected_with_advice(make_csv_dir) -> None:
     lines = ["2024-01-02 14:30:00+00:00,10.0,11.0,9.5,10.5,1000"]
     err = _fail(make_csv_dir({"AAA": lines}))
     assert "no UTC offset" in err.problem and err.row == 1
+
+
+# -- issue 9, defect 5: messages that misled ----------------------------------------
+
+
+def test_parquet_without_needed_columns_reports_missing_columns(tmp_path: Path) -> None:
+    path = tmp_path / "prices.parquet"
+    pl.DataFrame({"ts": ["2024-01-02"], "px": [1.0]}).write_parquet(path)
+    err = _fail(path)
+    assert err.file == str(path)
+    assert "missing columns: date, symbol, open, high, low, close, volume" in err.problem
+    assert "found: ts, px" in err.problem and "empty input" not in err.problem
+
+
+def test_semicolon_csv_reports_missing_columns_and_the_separator(make_csv_dir) -> None:
+    directory = make_csv_dir({"AAA": ["2024-01-02;10.0;11.0;9.5;10.5;1000"]},
+                             header="date;open;high;low;close;volume")
+    err = _fail(directory)
+    assert err.file == str(directory / "AAA.csv")
+    assert "missing columns: date, open, high, low, close, volume" in err.problem
+    assert "separated by ';'" in err.problem and "empty input" not in err.problem
+
+
+def test_frame_without_needed_columns_reports_missing_columns() -> None:
+    err = _fail(pl.DataFrame({"ts": ["2024-01-02"], "px": [1.0]}))
+    assert "missing columns" in err.problem and "found: ts, px" in err.problem
+
+
+@pytest.mark.parametrize("stem", [" ", "   ", "\t"])
+def test_blank_csv_file_name_is_refused(make_csv_dir, stem: str, bundle_root: Path) -> None:
+    directory = make_csv_dir({"AAA": GOOD, stem: GOOD})
+    err = _fail(directory)
+    assert err.file == str(directory / f"{stem}.csv") and "blank symbol" in err.problem
+    assert not (bundle_root / "bad").exists()
+
+
+@pytest.mark.parametrize("blank", ["", "  ", "\t "])
+def test_blank_symbol_in_frame_is_refused_with_its_row(blank: str) -> None:
+    frame = pl.DataFrame({"date": ["2024-01-02", "2024-01-03", "2024-01-02"], "symbol": ["A", "A", blank],
+                          "open": [1.0] * 3, "high": [1.0] * 3, "low": [1.0] * 3, "close": [1.0] * 3,
+                          "volume": [1.0] * 3})
+    err = _fail(frame)
+    assert err.row == 2 and "blank" in err.problem and err.file is None
+    info = ingest_bundle("lenient", frame, lenient=True)
+    assert info.symbols == ("A",) and [d.row for d in info.dropped] == [2]
+
+
+def test_blank_symbol_in_pandas_frame_is_refused() -> None:
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"date": ["2024-01-02"], "symbol": ["   "], "open": [1.0], "high": [1.0],
+                          "low": [1.0], "close": [1.0], "volume": [1.0]})
+    err = _fail(frame)
+    assert err.row == 0 and "blank" in err.problem
+
+
+def test_blank_symbol_column_in_parquet_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "long.parquet"
+    pl.DataFrame({"date": ["2024-01-02", "2024-01-03"], "symbol": ["A", " "], "open": [1.0, 1.0],
+                  "high": [1.0, 1.0], "low": [1.0, 1.0], "close": [1.0, 1.0], "volume": [1.0, 1.0]}).write_parquet(path)
+    err = _fail(path)
+    assert err.file == str(path) and err.row == 2 and "blank" in err.problem
