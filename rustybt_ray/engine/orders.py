@@ -31,6 +31,12 @@ class Order:
         return int(self.asset)
 
 
+#: Why an order from ``initialize`` is refused.
+NO_ORDERS_IN_INITIALIZE = (
+    "orders cannot be placed in initialize(): place them in handle_data, a scheduled function "
+    "or before_trading_start"
+)
+
 #: Up to this many orders in a bar fill one by one in plain Python; more go through NumPy.
 _SCALAR_FILLS = 32
 
@@ -40,11 +46,16 @@ class OrderBook:
 
     Orders stay open across bars on which their asset has no bar (zipline's
     ``NeverCancel`` policy) until they fill or the strategy cancels them.
+
+    ``accepting`` is False while the strategy's ``initialize`` runs: the book is the
+    one gate every order passes, so refusing orders from ``initialize`` is done here,
+    once, for every order path (:meth:`check_accepting`).
     """
 
-    __slots__ = ("_ids", "_assets", "_amounts", "_created", "_next_id", "_n_assets", "_asset_objs")
+    __slots__ = ("_ids", "_assets", "_amounts", "_created", "_next_id", "_n_assets", "_asset_objs", "accepting")
 
-    def __init__(self, assets: tuple[Asset, ...]) -> None:
+    def __init__(self, assets: tuple[Asset, ...], accepting: bool = True) -> None:
+        self.accepting = accepting
         self._ids: list[int] = []
         self._assets: list[int] = []
         self._amounts: list[float] = []
@@ -63,8 +74,15 @@ class OrderBook:
             out[a] += q
         return out
 
+    def check_accepting(self) -> None:
+        """Raise :class:`OrderError` if orders are not accepted yet (the strategy is in ``initialize``)."""
+        if not self.accepting:
+            raise OrderError(NO_ORDERS_IN_INITIALIZE)
+
     def place(self, asset: int, amount: float, bar: int) -> int:
         """Queue a market order; returns its id."""
+        if not self.accepting:
+            self.check_accepting()
         oid = self._next_id
         self._next_id = oid + 1
         self._ids.append(oid)
@@ -79,6 +97,8 @@ class OrderBook:
         The ids are consecutive, as from :meth:`place` per entry. The book may keep the
         lists it is given: the caller must not use them afterwards.
         """
+        if not self.accepting:
+            self.check_accepting()
         first = self._next_id
         self._next_id = first + len(assets)
         if self._ids:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -20,12 +20,11 @@ import polars as pl
 from rustybt_ray.data.bundle import Bundle
 from rustybt_ray.engine.algorithm import TradingAlgorithm, pinned_params
 from rustybt_ray.engine.array_cache import ArrayCache, default_cache
-from rustybt_ray.engine.bar_data import BarData
 from rustybt_ray.engine.costs import CommissionModel, SlippageModel, default_commission, default_slippage
 from rustybt_ray.engine.ledger import Ledger
-from rustybt_ray.engine.orders import OrderBook
 from rustybt_ray.engine.result import BacktestResult
 from rustybt_ray.engine.rows import row_lists
+from rustybt_ray.engine.state import RunState
 from rustybt_ray.errors import StrategyError
 from rustybt_ray.metrics import compute_metrics, returns_from_values, round_trips
 
@@ -97,10 +96,9 @@ def run_algorithm(
             ``"close"`` at bar t+1's close.
         cache: the :class:`ArrayCache` behind ``self.cached`` (default: a process-wide one).
     """
-    algo, b, ledger, i0, i1, capital, used = _simulate(
-        strategy, bundle, start, end, capital_base, params, commission, slippage, fill_price, cache
-    )
-    result = _build_result(algo, b, ledger, i0, i1, capital, used)
+    state = _simulate(strategy, bundle, start, end, capital_base, params, commission, slippage, fill_price, cache)
+    algo = state.detach()
+    result = _build_result(state, type(algo).__name__)
     algo.analyze(result)
     return result
 
@@ -132,13 +130,15 @@ def run_metrics(
     ``turnover`` are NaN there); when it returns True the run stops and raises
     :class:`TrialPruned`.
     """
-    algo, b, ledger, i0, i1, capital, _ = _simulate(
+    state = _simulate(
         strategy, bundle, start, end, capital_base, params, commission, slippage, fill_price, cache,
         checkpoint, checkpoint_every,
     )
-    pv, gross, tx, *_ = _valuation(b, ledger, i0, i1, capital)
-    metrics = _metrics(b, pv, gross, tx, i0, i1, capital)
-    return metrics, (returns_from_values(pv, capital) if with_returns else None)
+    state.detach()
+    b, i0, i1, capital = state.bundle, state.i0, state.i1, state.capital
+    v = _valuation(b, state.ledger, i0, i1, capital)
+    metrics = _metrics(b, v.value, v.gross, state.ledger.transactions(), i0, i1, capital)
+    return metrics, (returns_from_values(v.value, capital) if with_returns else None)
 
 
 def check_run(
@@ -207,86 +207,68 @@ def _simulate(
     cache: ArrayCache | None,
     checkpoint: Checkpoint | None = None,
     checkpoint_every: str | int = "auto",
-) -> tuple[TradingAlgorithm, Bundle, Ledger, int, int, float, dict[str, Any]]:
+) -> RunState:
+    """Run the event loop over the whole range (or until a checkpoint says stop); the run's state after it.
+
+    The caller takes the strategy object with ``state.detach()`` (see :meth:`RunState.detach`).
+    """
     b, i0, i1 = check_run(strategy, bundle, start, end, capital_base, fill_price)
     pinned = pinned_params(strategy, params)
     algo = strategy()
     capital = float(capital_base)
     ledger = Ledger(len(b.assets), capital, commission or default_commission(), slippage or default_slippage())
-    _attach(algo, b, ledger, i0, i1, capital, cache if cache is not None else default_cache())
-    used = _initialize(algo, pinned)
-    algo._rb_started = True
-    fill_block = b.open if fill_price == "open" else b.close
-    object.__setattr__(algo, "_rb_fill_rows", row_lists(b, fill_price))
-    if checkpoint is None:
-        _loop(algo, b, i0, i1, fill_block)
-    else:
-        # The same loop run segment by segment: the state carries over, so a run that
-        # is never stopped gives exactly the numbers of an unsegmented one.
-        # Valuations are appended segment by segment (a bar's value never changes once
-        # the clock has passed it), so judging costs O(bars), not O(bars x checkpoints).
-        lo = i0
-        pvs: list[np.ndarray] = []
-        grosses: list[np.ndarray] = []
-        for step, hi in enumerate(checkpoint_bars(b.calendar, i0, i1, checkpoint_every), start=1):
-            _loop(algo, b, lo, hi, fill_block)
-            cash, pos = ledger.history(np.arange(lo, hi), capital)
-            held = pos != 0
-            marked = np.where(held, pos * np.where(held, b.price[lo:hi], 0.0), 0.0)
-            pvs.append(cash + marked.sum(axis=1))
-            grosses.append(np.abs(marked).sum(axis=1))
-            lo = hi
-            # Returns-based metrics only: trade statistics (round trips) would cost as
-            # much as the backtest itself at every checkpoint; they are NaN here.
-            so_far = compute_metrics(np.concatenate(pvs), capital, b.periods_per_year,
-                                     gross_exposure=np.concatenate(grosses))
-            so_far["n_transactions"] = float("nan")
-            if checkpoint(step, so_far):
-                raise TrialPruned(step, so_far, hi - i0)
-        _loop(algo, b, lo, i1, fill_block)
-    return algo, b, ledger, i0, i1, capital, used
+    state = RunState(algo, b, ledger, i0, i1, capital, cache if cache is not None else default_cache())
+    try:
+        _attach(algo, state)
+        state.params = _initialize(algo, state, pinned)
+        state.book.accepting = True  # the first bar begins: orders are welcome from here on
+        fill_block = b.open if fill_price == "open" else b.close
+        state.fill_rows = row_lists(b, fill_price)
+        if checkpoint is None:
+            _loop(algo, b, i0, i1, fill_block)
+        else:
+            # The same loop run segment by segment: the state carries over, so a run that
+            # is never stopped gives exactly the numbers of an unsegmented one.
+            # Valuations are appended segment by segment (a bar's value never changes once
+            # the clock has passed it), so judging costs O(bars), not O(bars x checkpoints).
+            lo = i0
+            pvs: list[np.ndarray] = []
+            grosses: list[np.ndarray] = []
+            for step, hi in enumerate(checkpoint_bars(b.calendar, i0, i1, checkpoint_every), start=1):
+                _loop(algo, b, lo, hi, fill_block)
+                segment = _valuation(b, ledger, lo, hi, capital)
+                pvs.append(segment.value)
+                grosses.append(segment.gross)
+                lo = hi
+                # Returns-based metrics only: trade statistics (round trips) would cost as
+                # much as the backtest itself at every checkpoint; they are NaN here.
+                so_far = compute_metrics(np.concatenate(pvs), capital, b.periods_per_year,
+                                         gross_exposure=np.concatenate(grosses))
+                so_far["n_transactions"] = float("nan")
+                if checkpoint(step, so_far):
+                    raise TrialPruned(step, so_far, hi - i0)
+            _loop(algo, b, lo, i1, fill_block)
+    except BaseException:
+        state.detach()  # no strategy <-> state cycle outlives a failed run either
+        raise
+    return state
 
 
-def _attach(algo: TradingAlgorithm, b: Bundle, ledger: Ledger, i0: int, i1: int, capital: float,
-            cache: ArrayCache) -> None:
+def _attach(algo: TradingAlgorithm, state: RunState) -> None:
     # Set with object.__setattr__ so strategy classes that guard attributes still run.
-    state = {
-        "_rb_bundle": b,
-        "_rb_data": BarData(b),
-        "_rb_ledger": ledger,
-        "_rb_book": OrderBook(b.assets),
-        "_rb_price": b.price,
-        "_rb_marks": row_lists(b, "price", nan_as_zero=True),
-        "_rb_cols": range(len(b.assets)),
-        "_rb_lists": len(b.assets) <= 64,  # order sizing on plain floats (else NumPy)
-        "_rb_fill_rows": None,
-        "_rb_assets": b.assets,
-        "_rb_capital": capital,
-        "_rb_i0": i0,
-        "_rb_n": i1 - i0,
-        "_rb_recorded": {},
-        "_rb_cache": cache,
-        "_rb_scheduled": [],
-        "_rb_started": False,
-        "_rb_btd": 0,
-        "_rb_pv": capital,
-        "_rb_pv_t": -2,
-        "_rb_prow": [],
-        "_rb_held": [],
-        "bundle": b,
-        "assets": list(b.assets),
-        "asset": b.assets[0] if b.assets else None,
-    }
-    for k, v in state.items():
-        object.__setattr__(algo, k, v)
+    b = state.bundle
+    object.__setattr__(algo, "_rb", state)
+    object.__setattr__(algo, "bundle", b)
+    object.__setattr__(algo, "assets", list(b.assets))
+    object.__setattr__(algo, "asset", b.assets[0] if b.assets else None)
     # initialize() sees the bar before the run, like zipline's context before the first bar.
-    algo._rb_data._t = i0 - 1
+    state.data._t = state.i0 - 1
 
 
 _GUARDED: dict[type, type] = {}
 
 
-def _initialize(algo: TradingAlgorithm, pinned: dict[str, Any]) -> dict[str, Any]:
+def _initialize(algo: TradingAlgorithm, state: RunState, pinned: dict[str, Any]) -> dict[str, Any]:
     """Run ``initialize`` with the run's parameters pinned; return the parameter values used."""
     cls = type(algo)
     defaults = cls.parameters()
@@ -298,8 +280,8 @@ def _initialize(algo: TradingAlgorithm, pinned: dict[str, Any]) -> dict[str, Any
         if guarded is None:
             guarded = _GUARDED[cls] = type(cls.__name__, (cls,), {"__setattr__": _pinned_setattr,
                                                                   "__module__": cls.__module__})
-        object.__setattr__(algo, "_rb_pinned", pinned)
-        object.__setattr__(algo, "_rb_assigned", assigned)
+        state.pinned = pinned
+        state.assigned = assigned
         algo.__class__ = guarded
         try:
             algo.initialize()
@@ -321,17 +303,18 @@ def _initialize(algo: TradingAlgorithm, pinned: dict[str, Any]) -> dict[str, Any
 
 def _pinned_setattr(self: TradingAlgorithm, name: str, value: Any) -> None:
     # Only active during initialize(): a pinned parameter keeps the run's value.
-    pinned = self.__dict__["_rb_pinned"]
-    if name in pinned:
-        self.__dict__["_rb_assigned"].add(name)
+    state = self.__dict__["_rb"]
+    if name in state.pinned:
+        state.assigned.add(name)
         return
     object.__setattr__(self, name, value)
 
 
 def _loop(algo: TradingAlgorithm, b: Bundle, i0: int, i1: int, fill_block: np.ndarray) -> None:
-    data = algo._rb_data
-    book = algo._rb_book
-    ledger = algo._rb_ledger
+    state = algo._rb
+    data = state.data
+    book = state.book
+    ledger = state.ledger
     handle_data = algo.handle_data
     btd = algo.before_trading_start if type(algo).before_trading_start is not TradingAlgorithm.before_trading_start \
         else None
@@ -342,27 +325,27 @@ def _loop(algo: TradingAlgorithm, b: Bundle, i0: int, i1: int, fill_block: np.nd
         session_first = np.r_[True, days[1:] != days[:-1]] if not daily else np.ones(len(days), dtype=bool)
         session_first[0] = False  # there is no bar before the calendar's first to show
     scheduled: dict[int, list[Any]] = {}
-    for job in algo._rb_scheduled:
+    for job in state.scheduled:
         for t in (np.flatnonzero(job.mask(b.calendar, daily)[i0:i1]) + i0).tolist():
             scheduled.setdefault(t, []).append(job.func)
-    fill_rows = algo._rb_fill_rows if algo._rb_fill_rows is not None else fill_block
+    fill_rows = state.fill_rows if state.fill_rows is not None else fill_block
     if session_first is None and not scheduled:  # the usual case: handle_data alone
         for t in range(i0, i1):
             if book._ids:
                 book.fill(t, ledger, fill_rows[t])
-                algo._rb_pv_t = -2
+                state.pv_t = -2
             data._t = t
             handle_data(data)
         return
     for t in range(i0, i1):
         if session_first is not None and session_first[t]:
             data._t = t - 1
-            algo._rb_btd = 1
+            state.btd = 1
             btd(data)
-            algo._rb_btd = 0
+            state.btd = 0
         if book._ids:
             book.fill(t, ledger, fill_rows[t])
-            algo._rb_pv_t = -2
+            state.pv_t = -2
         data._t = t
         if t in scheduled:
             for func in scheduled[t]:
@@ -370,14 +353,24 @@ def _loop(algo: TradingAlgorithm, b: Bundle, i0: int, i1: int, fill_block: np.nd
         handle_data(data)
 
 
-def _valuation(b: Bundle, ledger: Ledger, i0: int, i1: int, capital: float) -> tuple[np.ndarray, ...]:
-    """Per-bar portfolio value and gross exposure, rebuilt from the ledger's fill snapshots."""
+class Valuation(NamedTuple):
+    """Per-bar accounts of bars ``[i0, i1)``: portfolio value, gross exposure, cash, positions ``(n, N)``, holdings."""
+
+    value: np.ndarray
+    gross: np.ndarray
+    cash: np.ndarray
+    positions: np.ndarray
+    holdings: np.ndarray
+
+
+def _valuation(b: Bundle, ledger: Ledger, i0: int, i1: int, capital: float) -> Valuation:
+    """Per-bar portfolio value and gross exposure of bars ``[i0, i1)``, rebuilt from the ledger's fill snapshots."""
     cash, pos = ledger.history(np.arange(i0, i1), capital)
     held = pos != 0
     marked = np.where(held, pos * np.where(held, b.price[i0:i1], 0.0), 0.0)
     holdings = marked.sum(axis=1)
     gross = np.abs(marked).sum(axis=1)
-    return cash + holdings, gross, ledger.transactions(), cash, pos, holdings
+    return Valuation(cash + holdings, gross, cash, pos, holdings)
 
 
 def _metrics(b: Bundle, pv: np.ndarray, gross: np.ndarray, tx: Any, i0: int, i1: int,
@@ -389,9 +382,10 @@ def _metrics(b: Bundle, pv: np.ndarray, gross: np.ndarray, tx: Any, i0: int, i1:
                            trips=trips, n_transactions=len(tx))
 
 
-def _build_result(algo: TradingAlgorithm, b: Bundle, ledger: Ledger, i0: int, i1: int, capital: float,
-                  params: dict[str, Any]) -> BacktestResult:
-    pv, gross, tx, cash, pos, holdings = _valuation(b, ledger, i0, i1, capital)
+def _build_result(state: RunState, strategy_name: str) -> BacktestResult:
+    b, i0, i1, capital = state.bundle, state.i0, state.i1, state.capital
+    pv, gross, cash, pos, holdings = _valuation(b, state.ledger, i0, i1, capital)
+    tx = state.ledger.transactions()
     metrics = _metrics(b, pv, gross, tx, i0, i1, capital)
     returns = returns_from_values(pv, capital)
     dates = b.calendar[i0:i1]
@@ -403,7 +397,7 @@ def _build_result(algo: TradingAlgorithm, b: Bundle, ledger: Ledger, i0: int, i1
         "gross_exposure": gross,
         "returns": returns,
     }
-    for name, col in algo._rb_recorded.items():
+    for name, col in state.recorded.items():
         if name in table:
             name = f"recorded_{name}"
         table[name] = _carry_forward(col)
@@ -423,8 +417,8 @@ def _build_result(algo: TradingAlgorithm, b: Bundle, ledger: Ledger, i0: int, i1
         daily_returns=_session_returns(pv, dates, capital) if b.frequency != "1d" else returns,
         transactions=transactions,
         positions=pos,
-        params=params,
-        strategy=type(algo).__name__,
+        params=state.params,
+        strategy=strategy_name,
         bundle=b.name,
         bundle_version=b.version,
         start=dates[0],

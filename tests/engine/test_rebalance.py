@@ -25,7 +25,7 @@ from rustybt_ray.engine import (
     run_metrics,
 )
 from rustybt_ray.engine import rebalance, rows
-from rustybt_ray.engine.algorithm import _round_shares
+from rustybt_ray.engine.shares import round_shares as _round_shares
 from rustybt_ray.errors import OrderError, SymbolNotFoundError
 from rustybt_ray.examples.sma_crossover import SmaCrossover, SmaCrossoverCached
 
