@@ -92,3 +92,21 @@ class OutputError(RustyBTError):
 
     The message names the file or directory.
     """
+
+
+class ClusterError(RustyBTError, RuntimeError):
+    """The Ray cluster cannot do what a sweep needs (no worker could start, none left alive).
+
+    Also a ``RuntimeError``, which ``cluster/`` raised before it had typed errors.
+    """
+
+
+class WorkerPoolClosedError(ClusterError):
+    """A :class:`~rustybt_ray.cluster.WorkerPool` was used after ``close()``, or after Ray was shut down or restarted."""
+
+
+class WorkerCountError(ConfigError, ValueError):
+    """A worker count (``n_workers``, ``n_jobs``, ``--workers``) or a pool size is not a positive int.
+
+    Also a ``ValueError``, which ``cluster/`` raised for it before it had typed errors.
+    """

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rustybt_ray.engine.loading import load_strategy
-from rustybt_ray.errors import RustyBTError, StrategyError
+from rustybt_ray.errors import ConfigError, RustyBTError, StrategyError, WorkerCountError
 
 DEMO_STRATEGY = "rustybt_ray.examples.sma_crossover:SmaCrossover"
 
@@ -48,11 +48,17 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_bundles(args: argparse.Namespace) -> int:
-    from rustybt_ray.data import list_bundles
+    from rustybt_ray.data import bundle_root, list_bundles
 
     infos = list_bundles()
     print("demo (built in)")
     for info in infos:
+        if info.damaged:
+            # A damaged bundle is listed, not hidden: the user must learn it needs fixing.
+            print(f"{info.name}  DAMAGED: {info.problem}")
+            print(f"  fix: re-ingest it (rustybt-ray ingest {info.name} --csv-dir DIR | --parquet PATH), "
+                  f"or remove it (rm -r {bundle_root() / info.name})")
+            continue
         print(f"{info.name}  {info.frequency}  {len(info.symbols)} symbols  {info.rows} rows")
     return 0
 
@@ -84,33 +90,48 @@ def _print_top(trials: Any, objective: str, direction: str, params: list[str], k
         print(top.select(list(dict.fromkeys(cols))))
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
+def _summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The lines ``optimize``/``results`` print for a summary; KeyError/TypeError/ValueError on a damaged one."""
+    lines = []
     if summary.get("kind") == "walk_forward":
         m = summary.get("oos_metrics") or {}
-        print(f"walk-forward: {summary['windows']} windows; out of sample Sharpe {m.get('sharpe')}, "
-              f"total return {m.get('total_return')}; efficiency {summary.get('walk_forward_efficiency')}")
+        lines.append(f"walk-forward: {summary['windows']} windows; out of sample Sharpe {m.get('sharpe')}, "
+                     f"total return {m.get('total_return')}; efficiency {summary.get('walk_forward_efficiency')}")
         for k, params in enumerate(summary.get("best_params") or []):
-            print(f"  window {k}: {params}")
-        return
+            lines.append(f"  window {k}: {params}")
+        return lines
     best = summary.get("best")
     if best:
-        print(f"best: trial #{best['number']} {best['params']}")
+        lines.append(f"best: trial #{best['number']} {best['params']}")
     over = summary.get("overfitting")
     if over:
-        print(f"overfitting: Deflated Sharpe Ratio {over['dsr']:.3f} over {over['n_trials']} trials "
-              f"(PSR vs 0 {over['psr_zero']:.3f}); PBO {over['pbo']:.2f}; P(OOS loss) {over['prob_oos_loss']:.2f}")
-    print(f"trials: {summary.get('n_complete')} complete, {summary.get('n_failed')} failed, "
-          f"{summary.get('n_pruned')} pruned, {summary.get('reused_trials')} reused from the journal")
+        lines.append(f"overfitting: Deflated Sharpe Ratio {over['dsr']:.3f} over {over['n_trials']} trials "
+                     f"(PSR vs 0 {over['psr_zero']:.3f}); PBO {over['pbo']:.2f}; "
+                     f"P(OOS loss) {over['prob_oos_loss']:.2f}")
+    lines.append(f"trials: {summary.get('n_complete')} complete, {summary.get('n_failed')} failed, "
+                 f"{summary.get('n_pruned')} pruned, {summary.get('reused_trials')} reused from the journal")
+    return lines
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print("\n".join(_summary_lines(summary)))
+
+
+def _check_workers(workers: int | None) -> None:
+    """``--workers`` is checked here, before Ray starts: a bad count must not cost a Ray start-up."""
+    if workers is not None and workers < 1:
+        raise WorkerCountError(f"--workers must be >= 1, got {workers}")
 
 
 def _cmd_optimize(args: argparse.Namespace) -> int:
     from rustybt_ray.app.sweep_config import SweepConfig
     from rustybt_ray.app.sweep_run import run_sweep
 
+    _check_workers(args.workers)
     cfg = SweepConfig.from_toml(args.sweep_file)
     if args.output:
         cfg.output = Path(args.output)
-    if args.workers:
+    if args.workers is not None:
         cfg.workers = args.workers
     report = run_sweep(cfg, resume=args.resume, progress=not args.no_progress, plots=not args.no_plots)
     s = report.summary
@@ -124,26 +145,36 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    from rustybt_ray.metrics import METRIC_DIRECTIONS
     from rustybt_ray.app.sweep_run import read_results
+    from rustybt_ray.metrics import METRIC_DIRECTIONS
 
+    if args.top < 1:
+        raise ConfigError(f"--top must be >= 1, got {args.top}")
     sweep, trials, summary = read_results(args.directory)
     objective = sweep["objective"][0]
     dirs = sweep.get("directions")
     direction = dirs[0] if dirs else METRIC_DIRECTIONS.get(objective, "maximize")
     direction = "maximize" if direction == "none" else direction
+    lines: list[str] = []
+    if summary is not None:
+        try:
+            lines = _summary_lines(summary)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            where = Path(args.directory) / "summary.json"
+            raise ConfigError(f"{where} is incomplete or damaged ({type(exc).__name__}: {exc})") from None
     state = "finished" if summary is not None else "running (or stopped before the end)"
     print(f"{args.directory}: {sweep['strategy']} on {sweep['bundle']} {sweep.get('start')} .. {sweep.get('end')}; "
           f"{state}; {trials.height} trials so far")
     _print_top(trials, objective, direction, list(sweep.get("parameters") or []), args.top)
-    if summary is not None:
-        _print_summary(summary)
+    if lines:
+        print("\n".join(lines))
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from rustybt_ray.app.demo import run_demo
 
+    _check_workers(args.workers)
     run_demo(args.output, workers=args.workers, progress=not args.no_progress)
     return 0
 
@@ -200,14 +231,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``rustybt-ray`` console script."""
+    """Entry point of the ``rustybt-ray`` console script.
+
+    A user-caused failure (a :class:`RustyBTError`, or an ``OSError``: a missing file, a
+    path below a regular file, a full disk, no permission) prints one line naming the
+    problem and returns 2; a bug still shows its traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (RustyBTError, FileNotFoundError, PermissionError) as exc:
-        print(f"rustybt-ray: error: {exc}", file=sys.stderr)
-        return 2
+    except RustyBTError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(describe_os_error(exc))
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``file: reason`` (both files for a rename) for an ``OSError``, on one line."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    files = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+    return f"{' -> '.join(files)}: {reason}" if files else reason
+
+
+def _fail(message: str) -> int:
+    # One line: a message that spans lines (a list of problems) is joined, never cut.
+    one = "; ".join(part.strip() for part in message.splitlines() if part.strip()) or "failed"
+    print(f"rustybt-ray: error: {one}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from typing import Any
 
 import polars as pl
 
-from rustybt_ray.files import write_json_atomic
+from rustybt_ray.errors import WorkerCountError
+from rustybt_ray.files import ensure_directory, write_json_atomic
 
 START, END = "2008-01-01", "2024-12-31"
 
@@ -56,8 +57,9 @@ def run_demo(output: str | Path = "rustybt-demo", workers: int | None = None, pr
     from rustybt_ray.app.sweep_run import try_plot
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bars say it all
-    out = _free_dir(Path(output))
-    out.mkdir(parents=True)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise WorkerCountError(f"workers must be a positive int (or None for one per CPU), got {workers!r}")
+    out = ensure_directory(_free_dir(Path(output)))  # before Ray starts: a bad path costs no start-up
     t_all = time.perf_counter()
     started_ray = False
     if not ray.is_initialized():

@@ -26,6 +26,7 @@ from typing import Any
 import ray
 
 from rustybt_ray.data.bundle import Bundle
+from rustybt_ray.errors import WorkerCountError
 
 
 @dataclass
@@ -59,8 +60,8 @@ class BundleStore:
     """
 
     def __init__(self, max_entries: int = 100, enabled: bool = True) -> None:
-        if max_entries < 1:
-            raise ValueError(f"max_entries must be >= 1, got {max_entries!r}")
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            raise WorkerCountError(f"max_entries must be an int >= 1, got {max_entries!r}")
         self.max_entries = int(max_entries)
         self.enabled = bool(enabled)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()

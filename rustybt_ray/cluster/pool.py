@@ -24,6 +24,7 @@ from ray.exceptions import RayActorError, RayError, WorkerCrashedError
 from rustybt_ray.cluster.bundle_store import BundleStore, _current_session, default_store
 from rustybt_ray.cluster.protocol import JobSpec
 from rustybt_ray.cluster.worker import CONTROL_GROUP, BacktestWorkerActor
+from rustybt_ray.errors import ClusterError, WorkerCountError, WorkerPoolClosedError
 
 if TYPE_CHECKING:
     from rustybt_ray.config import OptimizationConfig
@@ -67,18 +68,18 @@ class WorkerPool:
 
         self.config = config if config is not None else OptimizationConfig()
         if n_workers is not None and n_jobs is not None and n_workers != n_jobs:
-            raise ValueError(f"n_workers={n_workers} and n_jobs={n_jobs} disagree; give one")
+            raise WorkerCountError(f"n_workers={n_workers} and n_jobs={n_jobs} disagree; give one")
         n = n_workers if n_workers is not None else n_jobs
         if n is None:
             n = self.config.n_workers
+        if n is not None and n != -1:
+            _check_worker_count(n)  # before Ray starts: a bad count must not cost a Ray start-up
         if not ray.is_initialized():
             ray.init(address=address) if address else ray.init()
         self._session = _current_session()
         cpus = int(ray.cluster_resources().get("CPU", 1))
         if n is None or n == -1:
             n = max(1, cpus)
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n_workers must be a positive int (or -1 / None for all CPUs), got {n!r}")
         # One CPU per actor. More workers than CPUs on one machine (the guide's n_jobs=8 on
         # a laptop): they share the CPUs instead of waiting forever. On a multi-node
         # cluster the extra actors wait for a CPU, which is what makes an autoscaler add
@@ -125,10 +126,10 @@ class WorkerPool:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this WorkerPool is closed")
+            raise WorkerPoolClosedError("this WorkerPool is closed")
         if _current_session() != self._session:
             # Its actors died with the Ray session they were started in.
-            raise RuntimeError("Ray was shut down or restarted since this WorkerPool started; create a new one")
+            raise WorkerPoolClosedError("Ray was shut down or restarted since this WorkerPool started; create a new one")
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -166,7 +167,7 @@ class WorkerPool:
                     _kill(actor)
             left = len(self.workers)
         if not left:
-            raise RuntimeError(f"no worker could start within {self.config.worker_start_timeout_s:g} s: "
+            raise ClusterError(f"no worker could start within {self.config.worker_start_timeout_s:g} s: "
                                "the cluster has no free CPU (raise worker_start_timeout_s to wait for nodes)")
         warnings.warn(f"{len(wids)} worker(s) found no CPU within {self.config.worker_start_timeout_s:g} s "
                       f"(worker_start_timeout_s); the pool goes on with {left}", RuntimeWarning, stacklevel=3)
@@ -321,6 +322,11 @@ class WorkerPool:
 
 #: The guide's name: ``PersistentWorkerPool(n_jobs=8)``.
 PersistentWorkerPool = WorkerPool
+
+
+def _check_worker_count(n: Any) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise WorkerCountError(f"n_workers must be a positive int (or -1 / None for all CPUs), got {n!r}")
 
 
 def _kill(actor: Any) -> None:

@@ -11,13 +11,17 @@ in the journal reuses the stored result instead of running the trial again, so:
 
 The file is JSON lines, one trial per line, appended with a single ``write`` and
 flushed after every batch of results: a driver that dies loses at most the lines
-being written, and a torn last line is skipped on reading. One driver writes a
-journal at a time.
+being written, and a torn last line is skipped on reading. The writer repairs a torn
+tail before its first append (the unfinished record is cut off, or, when it is whole
+and only lacks its newline, ended), so a new record never glues onto a fragment. One
+driver writes a journal at a time; readers (``rustybt-ray results`` of a running
+sweep) only read, never repair. The file gets the umask's mode like any other file.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import inspect
 import json
@@ -29,7 +33,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from rustybt_ray.errors import ConfigError
+from rustybt_ray.errors import ConfigError, OutputError
+from rustybt_ray.files import ensure_directory
 
 _FORMAT = 1
 
@@ -100,7 +105,9 @@ class TrialJournal:
         self._fh: IO[str] | None = None
         self.loaded = 0
         self.skipped_lines = 0
-        if self.path is not None and self.path.exists():
+        # Only a regular file holds records: a device (/dev/null as "no journal") is read
+        # as empty, never read until the end it may not have.
+        if self.path is not None and self.path.is_file():
             self._load()
 
     def _load(self) -> None:
@@ -168,19 +175,97 @@ class TrialJournal:
         if self.path is None or not lines:
             return
         if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._open_for_append()
+        assert self._fh is not None
+        try:
+            # One write per batch, then flush: a crash tears at most the line being written.
+            self._fh.write("\n".join(lines) + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            # The unwritten bytes stay in the handle's buffer: drop the handle, or close()
+            # would fail on them again and hide this error behind one without a file name.
+            fh, self._fh = self._fh, None
+            _close_quietly(fh)
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
+    def _open_for_append(self) -> None:
+        assert self.path is not None
+        ensure_directory(self.path.parent)
+        try:
+            _repair_torn_tail(self.path)
             self._fh = open(self.path, "a", encoding="utf-8")
-        # One write per batch, then flush: a crash tears at most the line being written.
-        self._fh.write("\n".join(lines) + "\n")
-        self._fh.flush()
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         """Flush to disk (fsync) and close the file."""
-        if self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            self._fh = None
+        fh, self._fh = self._fh, None
+        if fh is None:
+            return
+        try:
+            fh.flush()
+            try:
+                os.fsync(fh.fileno())
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:  # EINVAL: not a file that can be synced (/dev/null)
+                    raise
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        finally:
+            _close_quietly(fh)
+
+
+def _close_quietly(fh: IO[str]) -> None:
+    try:
+        fh.close()
+    except OSError:
+        pass  # the error that matters was raised already
+
+
+def _repair_torn_tail(path: Path) -> None:
+    """End the file at a line boundary, so the next append starts a line of its own.
+
+    Bytes after the last newline are a record a dead driver was writing: cut off when
+    they are not a whole record (it reruns), ended with the missing newline when they
+    are (the write stopped just before it). Either way no finished record is lost.
+    """
+    try:
+        fh = open(path, "r+b")
+    except FileNotFoundError:
+        return
+    with fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return
+        # Records are a few KB (base64 returns of a long run can reach a few MB): read
+        # back in chunks until the last newline.
+        end, tail = size, b""
+        while end > 0 and b"\n" not in tail:
+            start = max(0, end - (1 << 16))
+            fh.seek(start)
+            tail = fh.read(end - start) + tail
+            end = start
+        cut = tail.rfind(b"\n")  # -1 when the whole file is one torn line
+        keep = end + cut + 1
+        fragment = tail[cut + 1:]
+        if _is_record(fragment):
+            fh.seek(size)
+            fh.write(b"\n")
+        else:
+            fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _is_record(text: bytes) -> bool:
+    try:
+        rec = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(rec, dict) and "key" in rec and rec.get("format") == _FORMAT
 
 
 def _canonical_param(value: Any) -> Any:

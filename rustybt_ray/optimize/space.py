@@ -180,8 +180,52 @@ _CMPOPS: dict[type, Callable[[Any, Any], bool]] = {
     ast.Eq: operator.eq, ast.NotEq: operator.ne,
 }
 _UNARY: dict[type, Callable[[Any], Any]] = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
-# A power with a huge exponent (9**9**9) would hang the sweep; constraints never need one.
+# Every intermediate value is bounded before it is computed, not only one exponent:
+# nesting ((9**64)**64)**64 or 'x' * 10**9 would otherwise hang the driver or take
+# gigabytes. Constraints compare parameters; they never need numbers or strings near these.
 _MAX_EXPONENT = 64
+_MAX_INT_BITS = 1024
+_MAX_STR_LEN = 10_000
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _bits(value: Any) -> int:
+    return int(value).bit_length() if _is_int(value) else 0
+
+
+def _check_operands(op: ast.operator, left: Any, right: Any) -> None:
+    """Refuse an operation whose result would exceed the bounds, before computing it."""
+    if isinstance(op, ast.Pow):
+        if isinstance(right, (int, float, np.number)) and abs(right) > _MAX_EXPONENT:
+            raise SearchSpaceError(f"exponent {right!r} is larger than {_MAX_EXPONENT}")
+        if _is_int(left) and _is_int(right) and right > 0 and _bits(left) * int(right) > _MAX_INT_BITS:
+            raise SearchSpaceError(f"{left!r} ** {right!r} would have more than {_MAX_INT_BITS} bits")
+    elif isinstance(op, ast.Mult):
+        text, count = (left, right) if isinstance(left, str) else (right, left)
+        if isinstance(text, str):
+            if _is_int(count) and len(text) * max(int(count), 0) > _MAX_STR_LEN:
+                raise SearchSpaceError(f"a string of {len(text)} characters times {count!r} would be longer "
+                                       f"than {_MAX_STR_LEN} characters")
+        elif _is_int(left) and _is_int(right) and _bits(left) + _bits(right) > _MAX_INT_BITS:
+            raise SearchSpaceError(f"a product of {_bits(left)}-bit and {_bits(right)}-bit integers would have "
+                                   f"more than {_MAX_INT_BITS} bits")
+    elif isinstance(op, ast.Mod) and isinstance(left, str):
+        # printf-style formatting ('%0999999999d' % 1) can allocate without bound.
+        raise SearchSpaceError("string formatting with % is not allowed in a constraint")
+    elif isinstance(op, ast.Add) and isinstance(left, str) and isinstance(right, str) \
+            and len(left) + len(right) > _MAX_STR_LEN:
+        raise SearchSpaceError(f"a string longer than {_MAX_STR_LEN} characters")
+
+
+def _check_result(value: Any) -> Any:
+    if _bits(value) > _MAX_INT_BITS:
+        raise SearchSpaceError(f"an intermediate integer has more than {_MAX_INT_BITS} bits")
+    if isinstance(value, str) and len(value) > _MAX_STR_LEN:
+        raise SearchSpaceError(f"an intermediate string is longer than {_MAX_STR_LEN} characters")
+    return value
 
 
 def _check_node(node: ast.AST, names: Mapping[str, Any], source: str) -> None:
@@ -214,14 +258,13 @@ def _evaluate(node: ast.AST, params: Mapping[str, Any]) -> Any:
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.Name):
-        return params[node.id]
+        return _check_result(params[node.id])
     if isinstance(node, ast.UnaryOp):
         return _UNARY[type(node.op)](_evaluate(node.operand, params))
     if isinstance(node, ast.BinOp):
         left, right = _evaluate(node.left, params), _evaluate(node.right, params)
-        if isinstance(node.op, ast.Pow) and isinstance(right, (int, float)) and abs(right) > _MAX_EXPONENT:
-            raise ValueError(f"exponent {right!r} is larger than {_MAX_EXPONENT}")
-        return _BINOPS[type(node.op)](left, right)
+        _check_operands(node.op, left, right)
+        return _check_result(_BINOPS[type(node.op)](left, right))
     if isinstance(node, ast.BoolOp):
         values = (_evaluate(v, params) for v in node.values)
         return all(values) if isinstance(node.op, ast.And) else any(values)
@@ -236,6 +279,22 @@ def _evaluate(node: ast.AST, params: Mapping[str, Any]) -> Any:
     raise AssertionError(f"unchecked node {type(node).__name__}")  # _check_node lets none through
 
 
+def _check_constant_parts(tree: ast.Expression, source: str) -> None:
+    """Evaluate the largest parts without parameter names now, so a bound they break is refused before a sweep."""
+    todo: list[ast.AST] = [tree.body]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.BinOp) and not any(isinstance(n, ast.Name) for n in ast.walk(node)):
+            try:
+                _evaluate(node, {})
+            except SearchSpaceError as exc:
+                raise SearchSpaceError(f"constraint {source!r}: {exc}") from None
+            except (ArithmeticError, TypeError, ValueError, RecursionError):
+                pass  # left for evaluation, which reports it with the parameters at hand
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
 class Constraint:
     """A compiled constraint: call it with a params dict to get a bool."""
 
@@ -247,7 +306,10 @@ class Constraint:
                 tree = ast.parse(source.strip(), mode="eval")
             except SyntaxError as exc:
                 raise SearchSpaceError(f"constraint {source!r} is not a valid expression: {exc.msg}") from None
+            except (RecursionError, MemoryError):
+                raise SearchSpaceError(f"constraint {source[:80]!r}... is nested too deeply") from None
             _check_node(tree, names, source)
+            _check_constant_parts(tree, source)
             self._tree = tree
         elif not callable(source):
             raise SearchSpaceError(f"a constraint must be a string or a callable params -> bool, got {source!r}")
@@ -257,6 +319,8 @@ class Constraint:
             if self._tree is not None:
                 return bool(_evaluate(self._tree, params))
             return bool(self.source(params))  # type: ignore[operator]
+        except SearchSpaceError as exc:
+            raise SearchSpaceError(f"constraint {self.source!r} on {dict(params)!r}: {exc}") from None
         except Exception as exc:
             raise SearchSpaceError(f"constraint {self.source!r} failed on {dict(params)!r}: {exc!r}") from exc
 

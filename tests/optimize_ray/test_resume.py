@@ -73,6 +73,24 @@ def test_rerun_with_the_journal_runs_nothing_and_an_edited_space_runs_only_new_p
     assert other.last_stats.trials == 9
 
 
+def test_a_torn_journal_resumed_three_times_loses_and_duplicates_nothing(ray_session, tmp_path):
+    """A driver killed mid-write leaves a torn last line; the next record must not glue onto it."""
+    import json
+
+    journal = tmp_path / "torn.jsonl"
+    ParallelOptimizer(space(), n_jobs=2, progress=False).run(SmaCrossover, "demo", START, END, journal=journal)
+    text = journal.read_text()
+    journal.write_text(text[: len(text) - 40])  # the last record lost its end and its newline
+    runs = []
+    for slow_max in (60, 60, 90):  # resume, resume again, resume a third time on an edited space
+        opt = ParallelOptimizer(space(slow_max), n_jobs=2, progress=False)
+        result = opt.run(SmaCrossover, "demo", START, END, journal=journal)
+        runs.append((opt.last_stats.trials, len(result), result.meta["reused_trials"]))
+    assert runs == [(1, 9, 8), (0, 9, 9), (6, 15, 9)]  # the torn trial reran once, nothing else did
+    keys = [json.loads(line)["key"] for line in journal.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 15  # 0 lost, 0 duplicated, every line a record
+
+
 def test_a_killed_driver_resumes_and_runs_only_what_was_missing(ray_session, tmp_path):
     mod = scenario()
     journal = tmp_path / "killed.jsonl"

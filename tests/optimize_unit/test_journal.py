@@ -76,3 +76,49 @@ def test_torn_last_line_is_skipped_but_garbage_in_the_middle_is_an_error(tmp_pat
     path.write_text(json.dumps({"hello": 1}) + "\n")
     with pytest.raises(ConfigError, match="not a rustybt_ray journal record"):
         TrialJournal(path)
+
+
+def _rec(i: int) -> dict:
+    return {"key": f"k{i}", "params": {"i": i}, "metrics": {"m": float(i)}, "status": "complete",
+            "returns": np.full(50, i, dtype=np.float32)}
+
+
+def _keys_on_disk(path) -> list[str]:
+    return [json.loads(line)["key"] for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("torn_bytes", [1, 25, None])  # a byte, a prefix, a whole record lacking only its newline
+def test_a_torn_journal_resumed_three_times_loses_and_duplicates_nothing(tmp_path, torn_bytes):
+    """Each resume runs what its journal lacks, as a sweep does, and its space grows by one point."""
+    path = tmp_path / "j.jsonl"
+    j = TrialJournal(path)
+    j.append([_rec(i) for i in range(3)])
+    j.close()
+    line = json.dumps({**_rec(3), "format": 1, "returns": None}, separators=(",", ":"))
+    with open(path, "a", encoding="utf-8") as fh:  # a driver killed while writing trial 3
+        fh.write(line if torn_bytes is None else line[:torn_bytes])
+    for resume in range(3):
+        j = TrialJournal(path)
+        wanted = [f"k{i}" for i in range(5 + resume)]
+        missing = [k for k in wanted if k not in j]
+        expected = (["k4"] if torn_bytes is None else ["k3", "k4"]) if resume == 0 else [wanted[-1]]
+        assert missing == expected, (resume, missing)
+        j.append([_rec(int(k[1:])) for k in missing])
+        j.close()
+    final = TrialJournal(path)
+    keys = _keys_on_disk(path)
+    assert sorted(keys, key=lambda k: int(k[1:])) == [f"k{i}" for i in range(7)], keys  # 0 lost, 0 duplicated
+    assert final.skipped_lines == 0 and len(final) == 7
+
+
+def test_the_journal_file_gets_the_umask_mode(tmp_path):
+    import os
+    import stat
+
+    from rustybt_ray.files import file_mode
+
+    path = tmp_path / "sub" / "j.jsonl"
+    j = TrialJournal(path)
+    j.append([_rec(0)])
+    j.close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == file_mode()

@@ -228,6 +228,49 @@ def test_constraint_errors_at_evaluation_are_clear() -> None:
         _space(42)  # neither string nor callable
 
 
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "(((9**64)**64)**64)**64 > fast",  # nesting defeats a cap on one exponent
+        "'x' * 10**9 == 'y'",  # ~1 GB string
+        "10**9 * 'x' == 'y'",
+        "(3**40)**20 > slow",
+    ],
+)
+def test_constant_parts_that_would_hang_or_exhaust_memory_are_refused_at_construction(expr: str) -> None:
+    with pytest.raises(SearchSpaceError, match="bits|characters"):
+        _space(expr)
+
+
+@pytest.mark.parametrize(
+    "expr, match",
+    [
+        ("(((fast**64)**64)**64)**64 > slow", "bits"),
+        ("slow**60 * slow**60 * slow**60 * slow**60 * slow**60 * slow**60 > 1", "bits"),
+        ("'x' * (10**9 + fast) == 'y'", "characters"),
+        ("'%0999999999d' % fast == 'a'", "formatting"),
+    ],
+)
+def test_intermediate_values_are_bounded_at_evaluation(expr: str, match: str) -> None:
+    s = _space(expr)
+    with pytest.raises(SearchSpaceError, match=match):
+        s.satisfies({"fast": 5, "slow": 10})
+    with pytest.raises(SearchSpaceError, match=match):
+        list(s.grid())
+
+
+def test_ordinary_constraints_still_work_within_the_bounds() -> None:
+    s = _space("fast * 2 <= slow", "fast ** 2 < slow * 30", "2 ** 60 > fast", "'ab' * 3 == 'ababab'", "-fast < 0")
+    assert [(p["fast"], p["slow"]) for p in s.grid()] == [(5, 10), (5, 20), (5, 30), (10, 20), (10, 30), (15, 30)]
+    assert _space("2 ** 64 * 2 ** 64 > fast").satisfies({"fast": 5, "slow": 10})  # 129 bits is fine
+    assert _space("fast ** -2 < 1").satisfies({"fast": 5, "slow": 10})
+
+
+def test_a_constraint_nested_too_deeply_is_a_clear_error() -> None:
+    with pytest.raises(SearchSpaceError):
+        _space("+".join(["1"] * 100_000) + " > fast")
+
+
 def test_sample_respects_bounds_kinds_and_constraints() -> None:
     s = ParameterSpace(
         [
