@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from rustybt_ray.errors import ConfigError, RustyBTError
+from rustybt_ray.optimize.registry import ALGORITHMS, OPTUNA_ALGORITHMS
 
-OPTUNA_ALGORITHMS = ("tpe", "gp", "cmaes", "qmc", "nsga2", "nsga3", "optuna-random")
-ALGORITHMS = ("grid", "random", *OPTUNA_ALGORITHMS)
+__all__ = ["ALGORITHMS", "OPTUNA_ALGORITHMS", "SweepConfig"]
 
 _TOP = {"strategy", "bundle", "start", "end", "capital", "fill_price", "output", "workers", "address",
         "costs", "space", "search", "objective", "walk_forward", "config"}
@@ -269,24 +269,39 @@ class SweepConfig:
         except (TypeError, ValueError, RustyBTError) as exc:
             raise ConfigError(f"config: {exc}") from None
 
+    def _search_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.search.items() if k not in ("algorithm", "checkpoint_every")}
+
     def build_algorithm(self, space: Any, resume: bool) -> Any:
-        """The search algorithm of ``[search]``; Optuna studies live in ``output/study.db`` unless ``storage`` says else."""
-        from rustybt_ray.optimize import GridSearchAlgorithm, RandomSearchAlgorithm
+        """The search algorithm of ``[search]`` (from :mod:`rustybt_ray.optimize.registry`).
 
-        s = self.search
-        name = s["algorithm"]
-        if name == "grid":
-            return GridSearchAlgorithm(space, points=s.get("points"))
-        if name == "random":
-            return RandomSearchAlgorithm(space, n_trials=s.get("n_trials"), seed=s.get("seed"))
-        from rustybt_ray.optimize.optuna_search import OptunaSearch
+        Optuna studies live in ``output/study.db`` unless ``storage`` says else. An
+        option the algorithm cannot use is a :class:`ConfigError` naming it.
+        """
+        from rustybt_ray.optimize.registry import build_algorithm
 
-        storage = s.get("storage") or f"sqlite:///{(self.output / 'study.db').resolve()}"
-        sampler = "random" if name == "optuna-random" else name
-        constraints = [tuple(c) for c in s["constraints"]] if s.get("constraints") else None
-        return OptunaSearch(space, sampler=sampler, n_trials=s.get("n_trials"), timeout=s.get("timeout"),
-                            seed=s.get("seed"), storage=storage, study_name=s.get("study_name", "sweep"),
-                            constraints=constraints, pruner=s.get("pruner"), enqueue=s.get("enqueue"))
+        s = self._search_options()
+        if self.search["algorithm"] in OPTUNA_ALGORITHMS and not s.get("storage"):
+            s["storage"] = f"sqlite:///{(self.output / 'study.db').resolve()}"
+        try:
+            return build_algorithm(self.search["algorithm"], space, s)
+        except ConfigError:
+            raise
+        except RustyBTError as exc:
+            raise ConfigError(f"search: {exc}") from None
+
+    def build_window_factory(self) -> Any:
+        """Walk-forward: a ``space -> SearchAlgorithm`` factory, one fresh in-memory search per window.
+
+        ``pruner``, ``constraints`` and ``enqueue`` apply to every window; ``storage``
+        and ``study_name`` are a :class:`ConfigError` (windows must not share one study).
+        """
+        from rustybt_ray.optimize.registry import window_factory
+
+        try:
+            return window_factory(self.search["algorithm"], self._search_options())
+        except RustyBTError as exc:
+            raise ConfigError(f"search: {exc}") from None
 
 
 def _date(raw: Mapping[str, Any], key: str) -> str | None:

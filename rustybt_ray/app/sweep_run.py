@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,10 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     Without ``resume``, an output directory that already holds a sweep is an error (so
     a typo never mixes two sweeps); with it, finished trials are taken from the
     journal (and the Optuna study) and only the rest run.
+
+    Everything that needs no worker (the strategy, bundle, dates, capital, costs,
+    objectives, search options, parameter names) is checked before Ray starts and
+    before anything is written: a refused sweep leaves the output directory as it was.
     """
     from rustybt_ray.engine.loading import load_strategy
 
@@ -68,54 +73,66 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     space = cfg.build_space()
     commission, slippage = cfg.build_costs()
     config = cfg.build_optimization_config()
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "sweep.json", {**_describe(cfg), "status": "running", "started": time.time()})
     directions = cfg.directions if cfg.directions is None or len(cfg.directions) > 1 else cfg.directions[0]
     objective: Any = cfg.objective if len(cfg.objective) > 1 else cfg.objective[0]
+    prepare = _walk_forward if cfg.walk_forward is not None else _search
+    launch = prepare(cfg, strategy, space, config, objective, directions, commission, slippage, progress, plots)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "sweep.json", {**_describe(cfg), "status": "running", "started": time.time()})
     t0 = time.perf_counter()
-    if cfg.walk_forward is not None:
-        result, summary, files = _walk_forward(cfg, strategy, space, config, objective, directions,
-                                               commission, slippage, progress, plots)
-    else:
-        result, summary, files = _search(cfg, strategy, space, config, objective, directions,
-                                         commission, slippage, progress, plots)
+    result, summary, files = launch()
     summary = {**_describe(cfg), **summary, "status": "finished", "wall_s": time.perf_counter() - t0}
     files.append(write_json_atomic(out / "summary.json", summary))
     return SweepReport(out, summary, result, files)
 
 
+#: What ``_search`` and ``_walk_forward`` return once validated: run the sweep, give ``(result, summary, files)``.
+Launch = Callable[[], tuple[Any, dict[str, Any], list[Path]]]
+
+
 def _search(cfg: SweepConfig, strategy: type, space: Any, config: Any, objective: Any, directions: Any,
-            commission: Any, slippage: Any, progress: bool, plots: bool) -> tuple[Any, dict[str, Any], list[Path]]:
+            commission: Any, slippage: Any, progress: bool, plots: bool) -> Launch:
+    """Validate a search sweep (nothing written, no Ray) and return what runs it."""
     from rustybt_ray.errors import OverfittingError
     from rustybt_ray.optimize import ParallelOptimizer
 
     out = cfg.output
     algorithm = cfg.build_algorithm(space, resume=True)
     opt = ParallelOptimizer(algorithm, n_jobs=cfg.workers, config=config, address=cfg.address, progress=progress)
-    result = opt.run(strategy, cfg.bundle, cfg.start, cfg.end, objective, direction=directions,
-                     capital_base=cfg.capital, commission=commission, slippage=slippage, fill_price=cfg.fill_price,
-                     journal=out / "journal.jsonl", checkpoint_every=cfg.search.get("checkpoint_every", "auto"))
-    files = [result.to_parquet(out / "results.parquet")]
-    try:
-        overfit: dict[str, Any] | None = result.overfitting()
-    except (OverfittingError, RustyBTError):
-        overfit = None
-    stats = opt.last_stats
-    summary = {
-        "kind": "search", "n_trials": len(result), "n_complete": result.n_complete, "n_failed": result.n_failed,
-        "n_pruned": result.n_pruned, "reused_trials": result.meta.get("reused_trials", 0),
-        "best": result.best, "overfitting": overfit,
-        "pareto_front": result.pareto_front()["number"].to_list() if len(result.objectives) > 1 else None,
-        "scheduler": None if stats is None else {"trials_run": stats.trials, "batches": stats.batches,
-                                                 "driver_busy_s": stats.driver_busy_s, "wall_s": stats.wall_s},
-    }
-    if plots:
-        files += _search_plots(cfg, strategy, result, commission, slippage)
-    return result, summary, files
+    kwargs: dict[str, Any] = dict(direction=directions, capital_base=cfg.capital, commission=commission,
+                                  slippage=slippage, fill_price=cfg.fill_price, journal=out / "journal.jsonl",
+                                  checkpoint_every=cfg.search.get("checkpoint_every", "auto"))
+    pre = opt.validate(strategy, cfg.bundle, cfg.start, cfg.end, objective, **kwargs)
+
+    def launch() -> tuple[Any, dict[str, Any], list[Path]]:
+        result = opt.run(strategy, pre.bundle, cfg.start, cfg.end, objective, **kwargs)
+        files = [result.to_parquet(out / "results.parquet")]
+        try:
+            overfit: dict[str, Any] | None = result.overfitting()
+        except (OverfittingError, RustyBTError):
+            overfit = None
+        stats = opt.last_stats
+        summary = {
+            "kind": "search", "n_trials": len(result), "n_complete": result.n_complete,
+            "n_failed": result.n_failed, "n_pruned": result.n_pruned,
+            "reused_trials": result.meta.get("reused_trials", 0), "best": result.best, "overfitting": overfit,
+            "pareto_front": result.pareto_front()["number"].to_list() if len(result.objectives) > 1 else None,
+            "scheduler": None if stats is None else {"trials_run": stats.trials, "batches": stats.batches,
+                                                     "driver_busy_s": stats.driver_busy_s, "wall_s": stats.wall_s},
+        }
+        if plots:
+            files += _search_plots(cfg, strategy, result, commission, slippage)
+        return result, summary, files
+    return launch
 
 
 def _walk_forward(cfg: SweepConfig, strategy: type, space: Any, config: Any, objective: Any, directions: Any,
-                  commission: Any, slippage: Any, progress: bool, plots: bool) -> tuple[Any, dict[str, Any], list[Path]]:
+                  commission: Any, slippage: Any, progress: bool, plots: bool) -> Launch:
+    """Validate a walk-forward sweep (nothing written, no Ray) and return what runs it.
+
+    Each window gets a fresh search from the algorithm registry, with the sweep's
+    ``pruner``, ``constraints`` and ``enqueue``; a shared ``storage`` is refused.
+    """
     from rustybt_ray.optimize import WalkForwardOptimizer, WindowConfig
 
     wf = dict(cfg.walk_forward or {})
@@ -124,29 +141,26 @@ def _walk_forward(cfg: SweepConfig, strategy: type, space: Any, config: Any, obj
         windows = WindowConfig(**wf)
     except TypeError as exc:
         raise ConfigError(f"walk_forward: {exc}") from None
-    search = dict(cfg.search)
-    if search["algorithm"] in ("grid", "random"):
-        factory = lambda s: cfg.build_algorithm(s, resume=True)  # noqa: E731
-    else:
-        # One in-memory study per window: windows must not share (or resume) one study.
-        from rustybt_ray.optimize.optuna_search import OptunaSearch
-
-        sampler = "random" if search["algorithm"] == "optuna-random" else search["algorithm"]
-        factory = lambda s: OptunaSearch(s, sampler=sampler, n_trials=search.get("n_trials"),  # noqa: E731
-                                         timeout=search.get("timeout"), seed=search.get("seed"))
+    factory = cfg.build_window_factory()
     opt = WalkForwardOptimizer(space, windows, algorithm=factory, objective=objective, direction=directions,
                                n_jobs=cfg.workers, config=config, top_k=top_k, progress=progress,
                                address=cfg.address)
-    result = opt.run(strategy, cfg.bundle, cfg.start, cfg.end, capital_base=cfg.capital, commission=commission,
-                     slippage=slippage, fill_price=cfg.fill_price, journal=cfg.output / "journal.jsonl")
-    files = [result.to_parquet(cfg.output / "walk_forward")]
-    summary = {
-        "kind": "walk_forward", "windows": result.windows.height, "oos_metrics": result.oos_metrics,
-        "walk_forward_efficiency": result.walk_forward_efficiency, "best_params": result.best_params,
-    }
-    if plots:
-        files += try_plot(lambda: walk_forward_plot(cfg.output / "plots" / "walk_forward.png", result))
-    return result, summary, files
+    kwargs: dict[str, Any] = dict(capital_base=cfg.capital, commission=commission, slippage=slippage,
+                                  fill_price=cfg.fill_price, journal=cfg.output / "journal.jsonl",
+                                  checkpoint_every=cfg.search.get("checkpoint_every", "auto"))
+    pre = opt.validate(strategy, cfg.bundle, cfg.start, cfg.end, **kwargs)
+
+    def launch() -> tuple[Any, dict[str, Any], list[Path]]:
+        result = opt.run(strategy, pre.bundle, cfg.start, cfg.end, **kwargs)
+        files = [result.to_parquet(cfg.output / "walk_forward")]
+        summary = {
+            "kind": "walk_forward", "windows": result.windows.height, "oos_metrics": result.oos_metrics,
+            "walk_forward_efficiency": result.walk_forward_efficiency, "best_params": result.best_params,
+        }
+        if plots:
+            files += try_plot(lambda: walk_forward_plot(cfg.output / "plots" / "walk_forward.png", result))
+        return result, summary, files
+    return launch
 
 
 def walk_forward_plot(path: Path, result: Any) -> Path:
@@ -206,21 +220,55 @@ def try_plot(make: Any) -> list[Path]:
 # -- reading an output directory back --------------------------------------------------------
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; :class:`ConfigError` naming the file when it is damaged or not an object."""
+    try:
+        value = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is damaged (not JSON: {exc}); was the sweep's disk full, or the file edited?") \
+            from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} is damaged: a JSON object was expected, found {type(value).__name__}")
+    return value
+
+
+def _check_sweep_record(path: Path, sweep: dict[str, Any]) -> None:
+    missing = [k for k in ("strategy", "bundle", "objective") if k not in sweep]
+    if missing:
+        raise ConfigError(f"{path} is incomplete: it lacks {', '.join(missing)}")
+    objective = sweep["objective"]
+    if not isinstance(objective, list) or not objective or not all(isinstance(o, str) for o in objective):
+        raise ConfigError(f"{path} is damaged: objective must be a list of metric names, got {objective!r}")
+    dirs = sweep.get("directions")
+    if dirs is not None and (not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs)):
+        raise ConfigError(f"{path} is damaged: directions must be a list of strings, got {dirs!r}")
+
+
 def read_results(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], pl.DataFrame, dict[str, Any] | None]:
     """``(sweep, trials, summary)`` of a finished or running sweep's directory.
 
     ``trials`` comes from ``results.parquet`` when the sweep finished, else from the
     journal (one row per trial finished so far); ``summary`` is None while it runs.
+    A damaged or incomplete file is a :class:`ConfigError` naming it.
     """
     d = Path(directory)
-    if not (d / "sweep.json").exists():
+    if not d.is_dir():
+        raise ConfigError(f"{d} is not a directory" if d.exists() else f"{d} does not exist")
+    if not (d / "sweep.json").is_file():
         raise ConfigError(f"{d} is not a sweep output directory (no sweep.json)")
-    sweep = json.loads((d / "sweep.json").read_text())
-    summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else None
+    sweep = _read_json(d / "sweep.json")
+    _check_sweep_record(d / "sweep.json", sweep)
+    summary = _read_json(d / "summary.json") if (d / "summary.json").exists() else None
     if (d / "results.parquet").exists() and summary is not None:
         from rustybt_ray.optimize import OptimizationResult
 
-        return sweep, OptimizationResult.read_parquet(d / "results.parquet").trials, summary
+        try:
+            trials = OptimizationResult.read_parquet(d / "results.parquet").trials
+        except RustyBTError:
+            raise
+        except (ValueError, pl.exceptions.PolarsError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise ConfigError(f"{d / 'results.parquet'} is damaged: {exc}") from None
+        return sweep, trials, summary
     rows = []
     journal = d / "journal.jsonl"
     if journal.exists():
@@ -230,8 +278,10 @@ def read_results(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], pl.
         for key in j.keys():
             rec = j.get(key)
             assert rec is not None
-            rows.append({**rec["params"], **(rec.get("metrics") or {}), "status": rec["status"]})
-    return sweep, pl.DataFrame(rows) if rows else pl.DataFrame(), summary
+            params = rec.get("params") if isinstance(rec.get("params"), dict) else {}
+            metrics = rec.get("metrics") if isinstance(rec.get("metrics"), dict) else {}
+            rows.append({**params, **metrics, "status": rec.get("status")})
+    return sweep, pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(), summary
 
 
 def top_table(trials: pl.DataFrame, objective: str, direction: str, k: int = 10) -> pl.DataFrame:

@@ -8,7 +8,8 @@ and actor, not once per trial.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from enum import StrEnum
+from typing import Any, TypedDict, Union
 
 from rustybt_ray.engine.costs import CommissionModel, SlippageModel
 
@@ -49,16 +50,44 @@ TRIAL_OVERRIDES = frozenset({"start", "end", "with_returns"})
 Trial = Union[tuple[int, dict[str, Any]], tuple[int, dict[str, Any], dict[str, Any]]]
 
 
+class TrialStatus(StrEnum):
+    """How a trial ended. A ``str``: members equal their values, which are what tables and journals hold."""
+
+    COMPLETE = "complete"
+    FAILED = "failed"
+    PRUNED = "pruned"  #: stopped early by a pruner; its metrics cover the bars it ran
+
+
+#: Every status value, in the order messages list them.
+STATUSES: tuple[str, ...] = tuple(s.value for s in TrialStatus)
+
+
+class TrialExtra(TypedDict, total=False):
+    """The named keys of :attr:`TrialOutcome.extra`; each is present only when it applies."""
+
+    lost: bool
+    """Failed by the infrastructure (its workers kept dying, or the batch raised), not by the strategy:
+    not journaled, so a rerun tries it again."""
+    intermediate: dict[int, float]
+    """The objective at each checkpoint (step -> value), from a run with pruning."""
+    step: int
+    """The checkpoint at which a pruned trial stopped."""
+    bars: int
+    """The bars a pruned trial ran."""
+    twin_of: int
+    """The number of the trial with the same key whose result this one shares (it did not run)."""
+
+
 @dataclass
 class TrialOutcome:
     """The result of one trial as a worker reports it."""
 
     number: int
     params: dict[str, Any]
-    status: str  #: "complete", "failed" or "pruned"
+    status: str  #: a :class:`TrialStatus` (or its string value, read back from a journal)
     metrics: dict[str, float] | None
     error: str | None
     duration_s: float
     worker: int
     returns: Any = None  #: float32 per-bar returns when the job asked for them
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: TrialExtra = field(default_factory=lambda: TrialExtra())

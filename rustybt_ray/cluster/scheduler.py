@@ -27,7 +27,8 @@ from typing import Any, Protocol
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
 
-from rustybt_ray.cluster.protocol import JobSpec, Trial, TrialOutcome
+from rustybt_ray.cluster.protocol import JobSpec, Trial, TrialOutcome, TrialStatus
+from rustybt_ray.errors import ClusterError, SearchSpaceError
 
 
 class TrialSource(Protocol):
@@ -145,12 +146,12 @@ class Scheduler:
                     asked_any = True
             if not inflight:
                 if retry and not self.pool.workers:
-                    raise RuntimeError("no live workers left to retry trials on")
+                    raise ClusterError("no live workers left to retry trials on")
                 if source.is_finished and not retry:
                     break
                 if not retry:
                     # The source is waiting for results it will never get: nothing is running.
-                    raise RuntimeError("the search algorithm returned no trials and nothing is running")
+                    raise SearchSpaceError("the search algorithm returned no trials and nothing is running")
                 continue
             self.stats.max_inflight = max(self.stats.max_inflight, len(inflight))
             busy += time.perf_counter() - t0
@@ -174,8 +175,8 @@ class Scheduler:
                 except RayTaskError as exc:
                     # The batch itself raised (not the strategy, whose errors come back as
                     # failed trials): a bug that a retry would repeat. Fail its trials.
-                    outcomes = [TrialOutcome(t[0], t[1], "failed", None, str(exc), 0.0, wid, extra={"lost": True})
-                                for t in trials]
+                    outcomes = [TrialOutcome(t[0], t[1], TrialStatus.FAILED, None, str(exc), 0.0, wid,
+                                             extra={"lost": True}) for t in trials]
                 self._record(outcomes, attempts, results, source)
         self.stats.driver_busy_s = busy + (time.perf_counter() - t0)
         self.stats.wall_s = time.perf_counter() - t_start
@@ -217,7 +218,7 @@ class Scheduler:
             if attempts[number] > self.max_retries:
                 reason = f"worker died {attempts[number]} times while running this trial; last error: {error}"
                 # "lost": failed by the infrastructure, not by the strategy; a rerun may pass.
-                outcome = TrialOutcome(number, params, "failed", None, reason, 0.0, wid, extra={"lost": True})
+                outcome = TrialOutcome(number, params, TrialStatus.FAILED, None, reason, 0.0, wid, extra={"lost": True})
                 results[number] = (outcome, attempts[number])
                 source.tell(outcome)
                 if self.on_result is not None:

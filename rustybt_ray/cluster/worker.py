@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from rustybt_ray.cluster.protocol import JobSpec, Trial, TrialOutcome
+from rustybt_ray.cluster.protocol import JobSpec, Trial, TrialOutcome, TrialStatus
 from rustybt_ray.data.bundle import Bundle
 from rustybt_ray.engine.array_cache import ArrayCache
 from rustybt_ray.engine.run import TrialPruned, run_metrics
@@ -75,13 +75,13 @@ class BacktestWorker:
                     cache=self.cache, with_returns=over.get("with_returns", spec.with_returns),
                     checkpoint=judge, checkpoint_every=spec.pruning["every"] if judge is not None else "auto",
                 )
-                outcome = TrialOutcome(number, params, "complete", metrics, None, 0.0, self.worker_id,
+                outcome = TrialOutcome(number, params, TrialStatus.COMPLETE, metrics, None, 0.0, self.worker_id,
                                        returns.astype(np.float32) if returns is not None else None)
             except TrialPruned as stop:
-                outcome = TrialOutcome(number, params, "pruned", stop.metrics, None, 0.0, self.worker_id,
+                outcome = TrialOutcome(number, params, TrialStatus.PRUNED, stop.metrics, None, 0.0, self.worker_id,
                                        extra={"step": stop.step, "bars": stop.bars})
             except Exception:  # noqa: BLE001 - a strategy's bug fails its own trial only
-                outcome = TrialOutcome(number, params, "failed", None, traceback.format_exc(limit=20), 0.0,
+                outcome = TrialOutcome(number, params, TrialStatus.FAILED, None, traceback.format_exc(limit=20), 0.0,
                                        self.worker_id)
             outcome.duration_s = time.perf_counter() - t0
             if judge is not None:
@@ -158,7 +158,7 @@ class _Checkpoints:
 
     def finish(self, outcome: TrialOutcome) -> None:
         """Tell the coordinator how the trial ended; attach the intermediate values to the outcome."""
-        final = self.value(outcome.metrics) if outcome.status == "complete" and outcome.metrics else None
+        final = self.value(outcome.metrics) if outcome.status == TrialStatus.COMPLETE and outcome.metrics else None
         if self.reporter is not None:
             self.reporter.finish.remote(self.number, outcome.status, final)
         if self.values:

@@ -1,5 +1,7 @@
 """Search spaces, ask/tell search algorithms, the parallel optimizer and its results."""
 
+from rustybt_ray.cluster.protocol import TrialStatus
+from rustybt_ray.optimize.objectives import Objective, Objectives
 from rustybt_ray.optimize.optimizer import ParallelOptimizer
 from rustybt_ray.optimize.optuna_search import BayesianOptimizationAlgorithm, OptunaSearch
 from rustybt_ray.optimize.result import OptimizationResult
@@ -20,6 +22,8 @@ __all__ = [
     "ContinuousParameter",
     "DiscreteParameter",
     "GridSearchAlgorithm",
+    "Objective",
+    "Objectives",
     "OptimizationResult",
     "OptunaSearch",
     "ParallelOptimizer",
@@ -27,6 +31,7 @@ __all__ = [
     "RandomSearchAlgorithm",
     "SearchAlgorithm",
     "TrialRequest",
+    "TrialStatus",
     "WalkForwardOptimizer",
     "WalkForwardResult",
     "WindowConfig",

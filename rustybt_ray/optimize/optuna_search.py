@@ -19,7 +19,10 @@ times; a point equal to a *finished* one is handed out, and the optimizer answer
 from its journal without running it again.
 
 Counting (``n_trials``): the finished trials of the *study* count, earlier runs
-included (COMPLETE, PRUNED and FAIL), so re-running a finished study runs nothing.
+included (COMPLETE, PRUNED and FAIL), so resuming a finished study (a new
+``OptunaSearch`` on the same storage) runs nothing. A second run of the *same*
+object continues the study for another ``n_trials``, as ``study.optimize`` called
+twice does (see :meth:`OptunaSearch.rewind`).
 Two kinds of bookkeeping trials that never ran a backtest do not count; both carry the
 user attr ``"rustybt_ray_not_run"``: proposals rejected by the space's constraints,
 and trials a dead driver left RUNNING (marked FAIL on resume; their params are run
@@ -41,6 +44,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from rustybt_ray.cluster.protocol import TrialStatus
 from rustybt_ray.errors import SearchSpaceError
 from rustybt_ray.optimize.pruning import make_pruner
 from rustybt_ray.optimize.search import SearchAlgorithm, TrialRequest
@@ -179,7 +183,9 @@ class OptunaSearch(SearchAlgorithm):
         self._space = param_space
         self.n_trials, self.timeout, self.seed = n_trials, timeout, seed
         self.study_name = study_name
-        self._storage = _resolve_storage(storage)
+        _check_storage(storage)
+        self._storage_arg = storage  # resolved at start(): a journal file is created then, not here
+        self._storage: str | optuna.storages.BaseStorage | None = None
         self._constraint_fn = metric_constraints(constraints) if constraints is not None else None
         self.sampler = _make_sampler(sampler, seed, dict(sampler_kwargs or {}), constraints is not None)
         self.pruner: optuna.pruners.BasePruner | None = make_pruner(pruner)
@@ -197,6 +203,7 @@ class OptunaSearch(SearchAlgorithm):
         self._inflight: dict[str, int] = {}  # params' key -> trials running with them
         self._reported: set[int] = set()  # our numbers that reported an intermediate value
         self._done_before = 0
+        self._continue = False  # set by rewind(): this run's n_trials counts only its own trials
         self._asked_run = 0
         self._t0: float | None = None
         self.n_rejected = 0
@@ -213,6 +220,30 @@ class OptunaSearch(SearchAlgorithm):
             raise SearchSpaceError("OptunaSearch.study exists once the search started (start() or a run)")
         return self._study
 
+    def check_objectives(self, objectives: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        """The base checks, plus what this sampler and pruner can search; creates no study."""
+        objs = super().check_objectives(objectives)
+        if not objs:
+            raise SearchSpaceError("OptunaSearch needs at least one objective")
+        if len(objs) > 1:
+            if isinstance(self.sampler, tuple(_SINGLE_OBJECTIVE.values())):
+                raise SearchSpaceError(
+                    f"sampler {type(self.sampler).__name__} handles one objective only, got {len(objs)}; "
+                    "use 'tpe', 'nsga2', 'nsga3', 'gp', 'qmc' or 'random'")
+            if self.pruner is not None:
+                raise SearchSpaceError("a pruner needs a single objective; drop the pruner or keep one objective")
+        return objs
+
+    def rewind(self) -> None:
+        """Continue the same study in the next run, for another ``n_trials`` (the ``study.optimize`` way).
+
+        The next :meth:`start` counts only the trials of that run toward ``n_trials``
+        (``timeout`` restarts too); the study keeps every trial, so the sampler goes on
+        learning from all of them.
+        """
+        self._reset_bookkeeping()
+        self._continue = True
+
     def start(self, space: ParameterSpace | None, objectives: Sequence[tuple[str, str]]) -> None:
         """Create or load the study, fail trials a dead driver left RUNNING and enqueue them again."""
         super().start(space, objectives)
@@ -222,15 +253,8 @@ class OptunaSearch(SearchAlgorithm):
         for p in self._enqueue:
             _check_params(space, p, "enqueue")
         directions = [d for _, d in self._objectives]
-        if not directions:
-            raise SearchSpaceError("OptunaSearch needs at least one objective")
-        if len(directions) > 1:
-            if isinstance(self.sampler, tuple(_SINGLE_OBJECTIVE.values())):
-                raise SearchSpaceError(
-                    f"sampler {type(self.sampler).__name__} handles one objective only, got {len(directions)}; "
-                    "use 'tpe', 'nsga2', 'nsga3', 'gp', 'qmc' or 'random'")
-            if self.pruner is not None:
-                raise SearchSpaceError("a pruner needs a single objective; drop the pruner or keep one objective")
+        if self._storage is None and self._storage_arg is not None:
+            self._storage = _resolve_storage(self._storage_arg)
         self._dists = space.to_optuna_distributions()
         # Optuna picks float grid values as low + k*step; snapped to the space's own rounded values.
         self._float_steps = [p for p in space if isinstance(p, DiscreteParameter) and not p.is_int]
@@ -264,7 +288,10 @@ class OptunaSearch(SearchAlgorithm):
             # skip_if_exists: resuming a study does not run the user's points again.
             study.enqueue_trial(p, skip_if_exists=True)
         self.n_stale = len(stale)
-        self._done_before, self._asked_run, self._t0 = done, 0, None
+        # Resuming (a new object on a stored study) counts the study's earlier trials; a
+        # rewound object's next run is another n_trials.
+        self._done_before = 0 if self._continue else done
+        self._continue, self._asked_run, self._t0 = False, 0, None
 
     # -- ask/tell -------------------------------------------------------------------------
 
@@ -347,7 +374,7 @@ class OptunaSearch(SearchAlgorithm):
         if self._constraint_fn is not None:
             if metrics is not None:
                 cons = self._constraint_fn(metrics)
-            elif status == "complete":
+            elif status == TrialStatus.COMPLETE:
                 raise SearchSpaceError(f"tell({number}): constraints are computed from metrics; pass metrics=")
         vals = self._record(number, values, status)  # validates; raises before anything is stored
         assert trial is not None
@@ -359,14 +386,14 @@ class OptunaSearch(SearchAlgorithm):
         study = self.study
         for name, v in (cons or {}).items():
             trial.set_constraint(name, v)
-        if status == "complete":
+        if status == TrialStatus.COMPLETE:
             assert vals is not None
             if any(math.isnan(v) for v in vals):
                 trial.set_user_attr("rustybt_ray_nan_values", True)
                 study.tell(trial, state=TrialState.FAIL)
             else:
                 study.tell(trial, list(vals))
-        elif status == "pruned":
+        elif status == TrialStatus.PRUNED:
             reported = number in self._reported
             self._reported.discard(number)
             if not reported and values and len(self._objectives) == 1 and math.isfinite(float(values[0])):
@@ -456,6 +483,19 @@ def _make_sampler(sampler: Any, seed: int | None, kwargs: dict[str, Any],
             return cls(**args)
     except (TypeError, ValueError) as exc:
         raise SearchSpaceError(f"sampler {sampler!r}: {exc}") from None
+
+
+def _check_storage(storage: Any) -> None:
+    """Raise :class:`SearchSpaceError` unless ``storage`` is something :func:`_resolve_storage` takes."""
+    if storage is None or isinstance(storage, optuna.storages.BaseStorage):
+        return
+    if isinstance(storage, (str, os.PathLike)):
+        text = os.fspath(storage)
+        if "://" in text or text.endswith((".log", ".journal")):
+            return
+    raise SearchSpaceError(
+        f"storage {storage!r}: give a URL like 'sqlite:///study.db', a journal file path ending in .log "
+        "or .journal, or an optuna storage")
 
 
 def _resolve_storage(storage: Any) -> str | optuna.storages.BaseStorage | None:

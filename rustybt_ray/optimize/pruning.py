@@ -25,15 +25,39 @@ first; with one worker they are reproducible.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
 import optuna
 import ray
 
+from rustybt_ray.cluster.protocol import TrialStatus
 from rustybt_ray.errors import SearchSpaceError
 
 PRUNER_NAMES = ("median", "halving", "hyperband", "none")
+
+
+def pruning_spec(pruner: Any, objectives: Any, every: str | int) -> dict[str, Any] | None:
+    """The :class:`~rustybt_ray.optimize.session.SweepSession`'s early-stopping spec, or None without a pruner.
+
+    ``objectives`` is the sweep's :class:`~rustybt_ray.optimize.objectives.Objectives`;
+    ``every`` is checked now (see :func:`~rustybt_ray.engine.run.checkpoint_bars`), so a
+    bad value fails before Ray starts.
+    """
+    import numpy as np
+
+    from rustybt_ray.engine.run import checkpoint_bars
+
+    p = make_pruner(pruner)
+    if p is None:
+        return None
+    if len(objectives.names) > 1:
+        raise SearchSpaceError("pruning needs a single objective; drop the pruner or keep one objective")
+    checkpoint_bars(np.empty(0, dtype="datetime64[ns]"), 0, 0, every)
+    name = objectives.names[0]
+    return {"pruner": p, "direction": objectives.directions[0],
+            "objective": objectives.callables.get(name, name), "every": every, "grouped": False}
 
 
 def make_pruner(pruner: str | optuna.pruners.BasePruner | None) -> optuna.pruners.BasePruner | None:
@@ -58,21 +82,51 @@ class PruningCoordinator:
     Trials are keyed by the sweep's trial number. ``report`` creates the mirror trial
     on first sight; ``finish`` closes it (complete, pruned or failed) so later
     decisions compare against it.
+
+    With ``grouped=True`` (walk-forward: trials of different windows must not be
+    compared), each group has its own mirror study and only trials the driver
+    assigned to a group (:meth:`assign`) are judged; any other trial (validation, test) gets
+    no decision and is never stopped.
     """
 
-    def __init__(self, pruner: optuna.pruners.BasePruner, direction: str) -> None:
+    def __init__(self, pruner: optuna.pruners.BasePruner, direction: str, grouped: bool = False) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.study = optuna.create_study(direction=direction, pruner=pruner,
-                                         sampler=optuna.samplers.RandomSampler(seed=0))
+        self._pruner, self._direction, self.grouped = pruner, direction, grouped
+        self.studies: dict[Any, optuna.Study] = {}
+        self.study = self._study(None) if not grouped else None
+        self.groups: dict[int, Any] = {}  # trial number -> group (grouped mode)
         self.trials: dict[int, optuna.trial.Trial] = {}
         self.reports = 0
         self.pruned = 0
+
+    def _study(self, group: Any) -> optuna.Study:
+        study = self.studies.get(group)
+        if study is None:
+            # A pruner of its own per group: some (Hyperband) keep per-study state.
+            pruner = self._pruner if not self.grouped else copy.deepcopy(self._pruner)
+            study = self.studies[group] = optuna.create_study(
+                direction=self._direction, pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0))
+        return study
+
+    def assign(self, numbers: list[int], group: Any) -> None:
+        """Grouped mode: judge trials ``numbers`` against the other trials of ``group`` only."""
+        for n in numbers:
+            self.groups[n] = group
+
+    def _mirror_of(self, number: int) -> optuna.Study | None:
+        if not self.grouped:
+            return self.study
+        group = self.groups.get(number)
+        return None if group is None else self._study(group)
 
     def report(self, number: int, step: int, value: float) -> bool:
         """Record ``value`` at ``step`` for trial ``number``; True when the trial should stop."""
         trial = self.trials.get(number)
         if trial is None:
-            trial = self.trials[number] = self.study.ask()
+            study = self._mirror_of(number)
+            if study is None:  # not a trial this coordinator judges
+                return False
+            trial = self.trials[number] = study.ask()
         self.reports += 1
         if value is None or not math.isfinite(value):
             # No trade yet gives a NaN Sharpe: not evidence of a bad trial, so no decision.
@@ -84,17 +138,21 @@ class PruningCoordinator:
 
     def finish(self, number: int, status: str, value: float | None) -> None:
         """Close trial ``number``: ``status`` "complete" (with its final value), "pruned" or "failed"."""
+        study = self._mirror_of(number)
+        self.groups.pop(number, None)
         trial = self.trials.pop(number, None)
+        if study is None:
+            return
         if trial is None:
-            if status != "complete" or value is None or not math.isfinite(value):
+            if status != TrialStatus.COMPLETE or value is None or not math.isfinite(value):
                 return
-            trial = self.study.ask()  # finished before its first checkpoint: still a reference point
-        if status == "complete" and value is not None and math.isfinite(value):
-            self.study.tell(trial, float(value))
-        elif status == "pruned":
-            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            trial = study.ask()  # finished before its first checkpoint: still a reference point
+        if status == TrialStatus.COMPLETE and value is not None and math.isfinite(value):
+            study.tell(trial, float(value))
+        elif status == TrialStatus.PRUNED:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
     def stats(self) -> dict[str, int]:
         """Reports received, trials told to stop, trials still open."""

@@ -15,6 +15,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rustybt_ray.cluster.protocol import STATUSES as _STATUSES
 from rustybt_ray.errors import SearchSpaceError
 from rustybt_ray.files import atomic_write
 from rustybt_ray.optimize.space import RESERVED_NAMES
@@ -22,7 +23,6 @@ from rustybt_ray.optimize.space import RESERVED_NAMES
 _META_KEY = b"rustybt_ray.optimization"
 _FORMAT_VERSION = 1
 _DIRECTIONS = ("maximize", "minimize")
-_STATUSES = ("complete", "failed", "pruned")
 _FIXED_SCHEMA: dict[str, pl.DataType] = {
     "number": pl.Int64(),
     "status": pl.String(),

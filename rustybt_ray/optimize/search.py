@@ -1,9 +1,10 @@
 """The ask/tell protocol every search algorithm speaks, and the grid and random searches.
 
-The optimizer calls :meth:`SearchAlgorithm.start` once, then alternates
+The optimizer calls :meth:`SearchAlgorithm.start` once per run, then alternates
 :meth:`~SearchAlgorithm.ask` (hand out new trials) and :meth:`~SearchAlgorithm.tell`
 (report a finished trial) until :attr:`~SearchAlgorithm.is_finished`. An algorithm that
 must wait for results (a Bayesian sampler) simply returns fewer trials, or none.
+A second run of the same optimizer first calls :meth:`~SearchAlgorithm.rewind`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from rustybt_ray.cluster.protocol import STATUSES, TrialStatus
 from rustybt_ray.errors import SearchSpaceError
 from rustybt_ray.optimize.space import ContinuousParameter, ParameterSpace
 
 DIRECTIONS = ("maximize", "minimize")
-STATUSES = ("complete", "failed", "pruned")
+__all__ = ["DIRECTIONS", "STATUSES", "GridSearchAlgorithm", "RandomSearchAlgorithm", "SearchAlgorithm",
+           "TrialRequest", "TrialStatus"]
 # Grid points given to a continuous parameter when the user gave no count; the guide's
 # GridSearchAlgorithm(param_space) example relies on it.
 DEFAULT_GRID_POINTS = 5
@@ -40,6 +43,22 @@ class SearchAlgorithm(abc.ABC):
     """Base of all search algorithms: numbering, tell bookkeeping and the best trial so far.
 
     Subclasses create trials with :meth:`_new_trial` and record results with :meth:`_record`.
+
+    **Threading contract.** An implementation needs no lock of its own, but must not
+    assume that every call comes from one thread:
+
+    - :meth:`start`, :meth:`check_objectives`, :meth:`rewind` and :attr:`n_total` are
+      called by the thread that called the optimizer's ``run``, before any ask of the
+      run and while no other thread touches the algorithm;
+    - during the run, :meth:`ask`, :meth:`tell`, :attr:`is_finished` and ``report``
+      (Optuna's intermediate values) are called with one lock held (the
+      :class:`~rustybt_ray.optimize.trial_source.SearchSource`'s), which serializes every
+      call into the algorithm: from the scheduler's thread (the one that called ``run``)
+      and, when the class sets ``prefetch_trials > 0`` (expensive asks, such as TPE late
+      in a study), also from the ``rustybt-prefetch`` thread that asks ahead while the
+      scheduler waits in ``ray.wait``. Never two at once, but not always the same
+      thread: no thread-local state, no connection that refuses other threads.
+    - after ``run`` returns, no thread of the optimizer calls it again.
     """
 
     # Class-level defaults so a subclass that skips ``super().__init__()`` still works.
@@ -51,13 +70,38 @@ class SearchAlgorithm(abc.ABC):
 
         A space given to the constructor wins over ``space``.
         """
+        self._objectives = self.check_objectives(objectives)
+        if self._space is None:
+            self._space = space
+
+    def check_objectives(self, objectives: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        """Raise :class:`SearchSpaceError` if this algorithm cannot search these ``(name, direction)`` pairs.
+
+        Changes nothing (no study is created): the optimizers' ``validate`` calls it
+        before Ray starts. Returns the pairs as a tuple of strings.
+        """
         objs = tuple((str(n), str(d)) for n, d in objectives)
         for name, direction in objs:
             if direction not in DIRECTIONS:
                 raise SearchSpaceError(f"objective {name!r}: direction must be 'maximize' or 'minimize', got {direction!r}")
-        self._objectives = objs
-        if self._space is None:
-            self._space = space
+        return objs
+
+    def rewind(self) -> None:
+        """Make the next run search again; the optimizer calls it before every run after the first.
+
+        Grid and random searches start over from their first trial (the same trials
+        again); Optuna continues its study for another ``n_trials``. An algorithm that
+        does not override this cannot run twice once it asked a trial: it raises
+        :class:`SearchSpaceError` (create a new one instead).
+        """
+        if self.n_asked:
+            raise SearchSpaceError(f"{type(self).__name__} cannot run a second time (it does not implement "
+                                   "rewind()); create a new algorithm for each run")
+
+    def _reset_bookkeeping(self) -> None:
+        """Forget every trial asked and told, and the best so far (for :meth:`rewind`)."""
+        for name in ("_n_asked", "_told", "_best_number", "_best_values"):
+            self.__dict__.pop(name, None)
 
     @property
     def objectives(self) -> tuple[tuple[str, str], ...]:
@@ -129,7 +173,7 @@ class SearchAlgorithm(abc.ABC):
             raise SearchSpaceError(f"tell({number}): trial {number} was already told")
         if status not in STATUSES:
             raise SearchSpaceError(f"tell({number}): status must be one of {', '.join(STATUSES)}, got {status!r}")
-        if status != "complete":
+        if status != TrialStatus.COMPLETE:
             # Failed, or pruned (stopped early: its value, if any, is an intermediate one
             # and never ranks against complete trials).
             told.add(number)
@@ -212,6 +256,12 @@ class GridSearchAlgorithm(SearchAlgorithm):
         if not had_space and self._space is not None:
             self._prepare(self._space, stacklevel=3)
 
+    def rewind(self) -> None:
+        """Start over from the first grid point: a second run asks the same trials in the same order."""
+        self._reset_bookkeeping()
+        self._iter = None
+        self._pending = []
+
     def _fill(self) -> None:
         if not self._pending:
             nxt = next(self._grid(), None)
@@ -288,6 +338,10 @@ class RandomSearchAlgorithm(SearchAlgorithm):
         if self._space is None:
             raise SearchSpaceError("RandomSearchAlgorithm has no parameter space: pass one to the constructor or start()")
         return self._space.sample(np.random.default_rng([self.seed, i]))
+
+    def rewind(self) -> None:
+        """Start over from trial 0: a second run draws the same points (they depend on the seed and ``i`` only)."""
+        self._reset_bookkeeping()
 
     def ask(self, n: int = 1) -> list[TrialRequest]:
         """The next ``n`` random points (fewer once ``n_trials`` were asked)."""

@@ -49,7 +49,9 @@ class SweepSession:
         address: Ray address to connect to when Ray is not initialized.
         pruning: early stopping, or None: ``{"pruner": optuna pruner, "direction":
             "maximize"|"minimize", "objective": metric name or callable, "every":
-            "year" or bars}``; a :class:`PruningCoordinator` actor lives as long as the session.
+            "year" or bars, "grouped": bool}``; a :class:`PruningCoordinator` actor lives as
+            long as the session (grouped: one mirror study per group of trials, see
+            :meth:`PruningCoordinator.assign`).
     """
 
     def __init__(
@@ -124,7 +126,8 @@ class SweepSession:
                 p = self._pruning
                 ship_by_value(type(p["pruner"]))
                 ship_by_value(p["objective"])
-                self.coordinator = PruningCoordinatorActor.remote(p["pruner"], p["direction"])
+                self.coordinator = PruningCoordinatorActor.remote(p["pruner"], p["direction"],
+                                                                  bool(p.get("grouped", False)))
                 import ray
 
                 ray.get(self.coordinator.stats.remote())  # creation errors surface here, not in every trial

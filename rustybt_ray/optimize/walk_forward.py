@@ -54,7 +54,9 @@ from rustybt_ray.engine.costs import CommissionModel, SlippageModel
 from rustybt_ray.errors import SearchSpaceError, StrategyError
 from rustybt_ray.metrics import METRIC_DIRECTIONS, compute_metrics
 from rustybt_ray.optimize.journal import TrialJournal
-from rustybt_ray.optimize.optimizer import Objective, _dry_run, _Objectives
+from rustybt_ray.optimize.objectives import Objective, Objectives
+from rustybt_ray.optimize.preflight import Preflight, check_sweep, dry_run
+from rustybt_ray.optimize.pruning import pruning_spec
 from rustybt_ray.optimize.result import OptimizationResult
 from rustybt_ray.optimize.search import GridSearchAlgorithm, SearchAlgorithm
 from rustybt_ray.optimize.session import SweepSession
@@ -123,7 +125,7 @@ class WalkForwardOptimizer:
         self.param_space = param_space
         self.window_config = window_config
         self.algorithm = algorithm
-        self.objectives = _Objectives(objective, direction)
+        self.objectives = Objectives(objective, direction)
         self.n_jobs = n_jobs
         self.pool = pool if pool is not None else worker_pool
         self.config = config if config is not None else OptimizationConfig.from_env()
@@ -154,6 +156,48 @@ class WalkForwardOptimizer:
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         return make_windows(b.calendar, self.window_config, start_date, end_date)
 
+    def validate(
+        self,
+        strategy: type[TradingAlgorithm],
+        bundle: Bundle | str = "demo",
+        start_date: Any = None,
+        end_date: Any = None,
+        *,
+        capital_base: float = 100_000.0,
+        commission: CommissionModel | None = None,
+        slippage: SlippageModel | None = None,
+        fill_price: str = "open",
+        journal: str | os.PathLike[str] | None = None,
+        pruner: Any = None,
+        checkpoint_every: str | int = "auto",
+    ) -> Preflight:
+        """Check a run's arguments (the same as :meth:`run`'s) without starting Ray or writing anything.
+
+        As :meth:`ParallelOptimizer.validate`, plus the windows (the dates must hold at
+        least one) and each window's search algorithm, which is created here (fresh
+        for the run: ``Preflight.algorithms``). A search that keeps its study in a
+        storage is refused: windows must not share, or resume, one study. Raises a
+        :class:`~rustybt_ray.errors.RustyBTError`; :meth:`run` calls it first.
+        """
+        if journal is not None and not isinstance(journal, (str, os.PathLike)):
+            raise StrategyError(f"journal must be a file path, got {journal!r}")
+        b, i0, i1 = check_sweep(strategy, bundle, start_date, end_date, capital_base=capital_base,
+                                fill_price=fill_price, commission=commission, slippage=slippage, space=None)
+        windows = make_windows(b.calendar, self.window_config, start_date, end_date)
+        algorithms = [self._new_algorithm() for _ in windows]
+        for algo in algorithms:
+            if getattr(algo, "_storage_arg", None) is not None:
+                raise SearchSpaceError("walk-forward: each window runs its own in-memory study; a search with "
+                                       "storage= would make the windows share (and resume) one study")
+            algo.check_objectives(self.objectives.pairs)
+        space = algorithms[0].space if algorithms[0].space is not None else self.param_space
+        dry_run(strategy, b, i0, space)
+        pruning = pruning_spec(pruner if pruner is not None else getattr(algorithms[0], "pruner", None),
+                               self.objectives, checkpoint_every)
+        if pruning is not None:
+            pruning["grouped"] = True  # a pruner compares trials of one window only
+        return Preflight(b, i0, i1, self.objectives, space, pruning, windows, algorithms)
+
     def run(
         self,
         strategy: type[TradingAlgorithm],
@@ -166,31 +210,42 @@ class WalkForwardOptimizer:
         slippage: SlippageModel | None = None,
         fill_price: str = "open",
         journal: str | os.PathLike[str] | None = None,
+        pruner: Any = None,
+        checkpoint_every: str | int = "auto",
     ) -> WalkForwardResult:
         """Run every window's train search, validation and test, all windows at once; see the module docstring.
 
         ``journal`` is a results journal (see :mod:`rustybt_ray.optimize.journal`): each
         trial's key holds its own segment's first and last bar, so a re-run reuses every
         trial already there (a test trial only if its returns were stored).
+
+        ``pruner`` (by default the window algorithm's own, ``OptunaSearch(pruner=...)``)
+        stops train trials early, each judged against its own window's trials only, at
+        the checkpoints of ``checkpoint_every`` (see :meth:`ParallelOptimizer.run`);
+        validation and test trials always run to the end.
+
+        Everything that needs no worker is checked first (see :meth:`validate`). Every
+        run uses fresh copies of the algorithm, so a second run repeats the analysis.
         """
-        session = SweepSession(strategy, bundle, start_date, end_date, pool=self.pool, n_jobs=self.n_jobs,
+        pre = self.validate(strategy, bundle, start_date, end_date, capital_base=capital_base,
+                            commission=commission, slippage=slippage, fill_price=fill_price, journal=journal,
+                            pruner=pruner, checkpoint_every=checkpoint_every)
+        b, windows, algorithms = pre.bundle, pre.windows or [], pre.algorithms
+        book = TrialJournal(journal)  # reads it now: a damaged journal fails before Ray starts
+        session = SweepSession(strategy, b, start_date, end_date, pool=self.pool, n_jobs=self.n_jobs,
                                config=self.config, address=self.address, capital_base=capital_base,
-                               commission=commission, slippage=slippage, fill_price=fill_price)
-        b = session.bundle
-        windows = make_windows(b.calendar, self.window_config, start_date, end_date)
-        algorithms = [self._new_algorithm() for _ in windows]
+                               commission=commission, slippage=slippage, fill_price=fill_price,
+                               pruning=pre.pruning)
         for algo in algorithms:
             algo.start(algo.space if algo.space is not None else self.param_space, self.objectives.pairs)
         space = algorithms[0].space
-        _dry_run(strategy, b, start_date, end_date, space)  # before any actor starts: fail fast
         job = session.identity()  # each phase replaces start and end with its segment's bars
         totals = [a.n_total for a in algorithms]
         with_val = self.window_config.validation_period_days > 0
         total = None if None in totals else sum(totals) + len(windows) * (1 + (self.top_k if with_val else 0))
         with session:
-            book = TrialJournal(journal)
             source = WalkForwardSource(windows, algorithms, self.objectives, book, job, self.top_k,
-                                        self.config.return_daily_returns, space)
+                                       self.config.return_daily_returns, space, coordinator=session.coordinator)
             try:
                 results = session.run(source, total=total, desc=f"walk-forward ({len(windows)} windows)",
                                       progress=self.progress)
@@ -292,7 +347,7 @@ def _assemble(source: WalkForwardSource, results: dict[int, tuple[TrialOutcome, 
 
 
 def _train_result(st: WindowState, results: dict[int, tuple[TrialOutcome, int]], param_names: list[str],
-                  objectives: _Objectives, meta: dict[str, Any]) -> OptimizationResult:
+                  objectives: Objectives, meta: dict[str, Any]) -> OptimizationResult:
     """One window's train trials as an :class:`OptimizationResult` (numbers local to the window)."""
     phase = st.phases[TRAIN]
     records = []

@@ -2,7 +2,7 @@
 
 :class:`WalkForwardSource` is one scheduler ``TrialSource`` for all windows. Each
 window goes TRAIN -> VALIDATION -> TEST -> DONE; each phase is a
-:class:`~rustybt_ray.optimize.optimizer._SearchSource` (objectives, journal reuse,
+:class:`~rustybt_ray.optimize.trial_source.SearchSource` (objectives, journal reuse,
 twins) over the window's search algorithm or a fixed list of candidates, with the
 phase's dates in its journal keys. Trials are numbered globally in ask order and
 routed back to (window, phase, local number) when their results arrive; a phase that
@@ -18,10 +18,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rustybt_ray.cluster.protocol import Trial, TrialOutcome
+from rustybt_ray.cluster.protocol import Trial, TrialOutcome, TrialStatus
 from rustybt_ray.optimize.journal import TrialJournal
-from rustybt_ray.optimize.optimizer import _Objectives, _SearchSource
+from rustybt_ray.optimize.objectives import Objectives
 from rustybt_ray.optimize.search import SearchAlgorithm, TrialRequest
+from rustybt_ray.optimize.trial_source import SearchSource
 from rustybt_ray.optimize.space import ParameterSpace
 from rustybt_ray.optimize.windows import Span, Window
 
@@ -51,11 +52,15 @@ class FixedTrials(SearchAlgorithm):
         """True once every parameter set was asked."""
         return self.n_asked >= len(self._todo)
 
+    def rewind(self) -> None:
+        """Start over from the first parameter set."""
+        self._reset_bookkeeping()
+
 
 class Phase:
     """One phase (train, validation or test) of one window: its search source, segment and outcomes."""
 
-    def __init__(self, name: str, source: _SearchSource, span: Span) -> None:
+    def __init__(self, name: str, source: SearchSource, span: Span) -> None:
         self.name, self.source, self.span = name, source, span
         self.outstanding = 0  # handed to the scheduler, not yet told
         self.told: dict[int, TrialOutcome] = {}  # local number -> outcome (objectives added)
@@ -92,14 +97,20 @@ class WalkForwardSource:
     Global trial numbers are handed out in ask order and mapped back to (window,
     phase, local number). Asks serve queued validation and test trials first (they
     finish windows), then the windows' train searches round-robin.
+
+    ``coordinator``: the session's grouped :class:`~rustybt_ray.optimize.pruning.PruningCoordinator`
+    actor, or None. Train trials are assigned to their window's group as they are
+    handed out, so a pruner compares a trial only with its own window's; validation
+    and test trials are never assigned, so never pruned.
     """
 
-    def __init__(self, windows: list[Window], algorithms: list[SearchAlgorithm], objectives: _Objectives,
+    def __init__(self, windows: list[Window], algorithms: list[SearchAlgorithm], objectives: Objectives,
                  journal: TrialJournal, job: dict[str, Any], top_k: int, need_returns: bool,
-                 space: ParameterSpace | None) -> None:
+                 space: ParameterSpace | None, coordinator: Any = None) -> None:
         self.objectives, self.journal, self.job = objectives, journal, job
+        self.coordinator = coordinator
         self.top_k, self.need_returns, self.space = top_k, need_returns, space
-        self.sign = 1.0 if objectives.directions[0] == "maximize" else -1.0
+        self.sign = objectives.sign
         self.states = [WindowState(w) for w in windows]
         self.route: dict[int, tuple[WindowState, Phase, int]] = {}
         self._next = 0
@@ -115,7 +126,7 @@ class WalkForwardSource:
         # The trial's own bars in its journal key: the same parameters on another segment are another trial.
         job = dict(self.job, start=str(span.first), end=str(span.last))
         need = True if name == TEST else self.need_returns
-        st.phases[name] = Phase(name, _SearchSource(algo, self.objectives, self.journal, job, need), span)
+        st.phases[name] = Phase(name, SearchSource(algo, self.objectives, self.journal, job, need), span)
         st.current = name
 
     def _take(self, st: WindowState, n: int) -> list[Trial]:
@@ -131,6 +142,10 @@ class WalkForwardSource:
             phase.global_of[number] = g
             phase.outstanding += 1
             out.append((g, params, dict(over)))
+        if out and phase.name == TRAIN and self.coordinator is not None:
+            # Not awaited: Ray delivers it long before a worker's first checkpoint, and a
+            # report that came first would only get no decision.
+            self.coordinator.assign.remote([t[0] for t in out], st.window.index)
         if out and st.first_dispatch is None:
             st.first_dispatch = time.perf_counter() - self.t0
         return out
@@ -188,7 +203,7 @@ class WalkForwardSource:
 
     def value(self, o: TrialOutcome) -> float:
         """The (first) objective value of a trial; NaN when it failed or has none."""
-        if o.status != "complete" or not o.metrics:
+        if o.status != TrialStatus.COMPLETE or not o.metrics:
             return math.nan
         return self.objectives.values(o.metrics)[0]
 
@@ -220,5 +235,6 @@ class WalkForwardSource:
 
     def _test_done(self, st: WindowState) -> None:
         o = st.phases[TEST].outcomes().get(0)
-        st.status = "ok" if o is not None and o.status == "complete" and o.returns is not None else "test_failed"
+        ok = o is not None and o.status == TrialStatus.COMPLETE and o.returns is not None
+        st.status = "ok" if ok else "test_failed"
         st.current = DONE

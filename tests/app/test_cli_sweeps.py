@@ -155,3 +155,48 @@ def test_demo_writes_results_and_plots(tmp_path):
     for name in ("grid_heatmap", "best_equity", "walk_forward"):
         png_ok(out / "plots" / f"{name}.png")
     assert str(out.resolve()) in run.stdout
+
+
+# A sweep with one mistake each, found before Ray starts: exit status 2, one line, nothing written.
+REFUSED = {
+    "capital_nan": (("workers = 2", "workers = 2\ncapital = nan"), "capital_base"),
+    "start_after_end": (("start = 2016-01-01\nend = 2018-12-31", "start = 2018-12-31\nend = 2016-01-01"),
+                        "after end"),
+    "objective_no_metric": (('metric = "sharpe"', 'metric = "sharp"'), "unknown objective 'sharp'"),
+    "unknown_param": (("slow = {{", "slowww = {{"), "has no parameter 'slowww'"),
+    "unknown_bundle": (('bundle = "demo"', 'bundle = "no_such_bundle_xyz"'), "no_such_bundle_xyz"),
+    "walk_forward_storage": (('metric = "sharpe"', 'metric = "sharpe"\n[walk_forward]\ntrain_period_days = 252\n'
+                                                   'validation_period_days = 0\ntest_period_days = 63'),
+                             "does not support storage"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_a_refused_sweep_is_one_line_and_writes_nothing(tmp_path, case):
+    (old, new), message = REFUSED[case]
+    template = SMALL.replace(old, new)
+    assert template != SMALL
+    if case == "unknown_param":  # the constraint names it too, or the space itself is refused first
+        template = template.replace('"fast < slow"', '"fast < slowww"')
+    search = 'algorithm = "grid"' if case != "walk_forward_storage" else \
+        'algorithm = "tpe"\nn_trials = 4\nstorage = "sqlite:///study.db"'
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(template.format(search=search, extra=""))
+    run = cli("optimize", str(sweep), "--no-progress", "--no-plots", cwd=tmp_path)
+    assert run.returncode == 2, run.stderr[-3000:]
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rustybt-ray: error: ") and message in lines[0], run.stderr
+    assert not (tmp_path / "out").exists()  # the output directory is untouched
+    assert not (tmp_path / "study.db").exists()
+
+
+def test_the_corrected_rerun_of_a_refused_sweep_needs_no_resume(tmp_path):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(SMALL.replace("workers = 2", "workers = 2\ncapital = nan").format(search='algorithm = "grid"',
+                                                                                        extra=""))
+    refused = cli("optimize", str(sweep), "--no-progress", "--no-plots", cwd=tmp_path)
+    assert refused.returncode == 2 and not (tmp_path / "out").exists()
+    sweep.write_text(SMALL.format(search='algorithm = "grid"', extra=""))
+    fixed = cli("optimize", str(sweep), "--no-progress", "--no-plots", cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_complete"] == 6
