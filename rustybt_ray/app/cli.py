@@ -141,7 +141,19 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         _print_top(report.result.trials, report.result.objective, direction, params)
     _print_summary(s)
     print(f"wrote {report.output} ({s['wall_s']:.1f} s)")
+    if s.get("kind") == "search" and not s.get("n_complete") and s.get("n_failed"):
+        # A sweep whose every trial failed is a broken strategy, not a result: say so, and fail.
+        print(f"rustybt-ray: error: all {s['n_failed']} trials failed; the first error: "
+              f"{_last_line(report.result)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _last_line(result: Any) -> str:
+    """The last line of the first failed trial's traceback (the exception itself)."""
+    errors = [e for e in result.trials["error"].to_list() if e] if "error" in result.trials.columns else []
+    lines = [ln for ln in (errors[0] if errors else "").splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else "(no traceback recorded)"
 
 
 def _cmd_results(args: argparse.Namespace) -> int:

@@ -17,7 +17,6 @@ Every file is written atomically (temp file, then rename).
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from rustybt_ray.errors import ConfigError, RustyBTError
-from rustybt_ray.files import write_json_atomic
+from rustybt_ray.files import ensure_directory, write_json_atomic
 from rustybt_ray.app.sweep_config import SweepConfig
 
 
@@ -77,7 +76,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False, progress: bool = True, 
     objective: Any = cfg.objective if len(cfg.objective) > 1 else cfg.objective[0]
     prepare = _walk_forward if cfg.walk_forward is not None else _search
     launch = prepare(cfg, strategy, space, config, objective, directions, commission, slippage, progress, plots)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_directory(out)
     write_json_atomic(out / "sweep.json", {**_describe(cfg), "status": "running", "started": time.time()})
     t0 = time.perf_counter()
     result, summary, files = launch()

@@ -200,3 +200,28 @@ def test_the_corrected_rerun_of_a_refused_sweep_needs_no_resume(tmp_path):
     fixed = cli("optimize", str(sweep), "--no-progress", "--no-plots", cwd=tmp_path)
     assert fixed.returncode == 0, fixed.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_complete"] == 6
+
+
+BROKEN = """
+from rustybt_ray import TradingAlgorithm
+
+
+class Broken(TradingAlgorithm):
+    fast = 5
+    slow = 30
+
+    def handle_data(self, data):
+        raise ZeroDivisionError("the strategy's own bug")
+"""
+
+
+def test_a_sweep_whose_every_trial_failed_exits_nonzero_with_the_error(tmp_path):
+    (tmp_path / "broken.py").write_text(BROKEN)
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(SMALL.replace('"rustybt_ray.examples.sma_crossover:SmaCrossover"', '"broken.py:Broken"')
+                     .format(search='algorithm = "grid"', extra=""))
+    run = cli("optimize", str(sweep), "--no-progress", "--no-plots", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr[-3000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("rustybt-ray: error: all 6 trials failed") and "ZeroDivisionError" in last, last
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_failed"] == 6  # the record is kept
