@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from rustybt_ray.files import atomic_write, ensure_directory, write_bytes_atomic
 from rustybt_ray.optimize.result import OptimizationResult
 from rustybt_ray.optimize.windows import Window
 
@@ -176,10 +177,10 @@ class WalkForwardResult:
         The per-window train results are written as ``train_<k>.parquet``
         (:meth:`OptimizationResult.read_parquet` reads them back).
         """
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        d = ensure_directory(directory)
         for name in ("windows", "oos_returns", "validation", "parameter_stability"):
-            getattr(self, name).write_parquet(d / f"{name}.parquet")
+            with atomic_write(d / f"{name}.parquet") as fh:
+                getattr(self, name).write_parquet(fh)
         for k, res in enumerate(self.train_results):
             res.to_parquet(d / f"train_{k}.parquet")
         scalars = {
@@ -187,5 +188,5 @@ class WalkForwardResult:
             "walk_forward_efficiency": self.walk_forward_efficiency, "oos_metrics": self.oos_metrics,
             "meta": self.meta,
         }
-        (d / "summary.json").write_text(json.dumps(scalars, allow_nan=True, indent=1, default=str))
+        write_bytes_atomic(d / "summary.json", json.dumps(scalars, allow_nan=True, indent=1, default=str).encode())
         return d
