@@ -110,3 +110,7 @@ class WorkerCountError(ConfigError, ValueError):
 
     Also a ``ValueError``, which ``cluster/`` raised for it before it had typed errors.
     """
+
+
+class WeightsError(StrategyError):
+    """A vectorized strategy's target weights are unusable (wrong shape, not numbers, infinite)."""

@@ -66,3 +66,21 @@ class SmaCrossoverCached(SmaCrossover):
     def handle_data(self, data: BarData) -> None:
         """Rebalance every asset to this bar's target weights."""
         self.order_target_percents(self.weights[data.bar_index])
+
+
+from rustybt_ray.vector import VectorStrategy  # noqa: E402  (after the event-driven forms it mirrors)
+
+
+class SmaCrossoverVector(VectorStrategy):
+    """:class:`SmaCrossover`'s rules as a :class:`VectorStrategy`: equal weight where fast SMA > slow SMA.
+
+    The averages are ``rolling_mean`` (as :class:`SmaCrossoverCached`), a NaN average
+    compares False: weight 0, as in :class:`SmaCrossover`.
+    """
+
+    fast = 10
+    slow = 50
+
+    def weights(self) -> np.ndarray:
+        """Row t: ``1 / n_assets`` where the fast average is above the slow one at bar t, else 0."""
+        return np.where(self.sma(self.fast) > self.sma(self.slow), 1.0 / self.n_assets, 0.0)

@@ -1,0 +1,131 @@
+"""Entry points: one vectorized backtest (:func:`run_vector`) and a batch of trials (:func:`run_vector_batch`).
+
+Both return what :func:`rustybt_ray.engine.run.run_metrics` returns, ``(metrics,
+returns or None)`` per trial, computed by the same functions (``run._metrics``,
+``metrics.returns_from_values``) from the kernel's per-bar values and fills, after
+the same argument checks (``check_run``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rustybt_ray.data.bundle import Bundle
+from rustybt_ray.engine.array_cache import ArrayCache, default_cache
+from rustybt_ray.engine.costs import CommissionModel, SlippageModel, default_commission, default_slippage
+from rustybt_ray.engine.ledger import Transactions
+from rustybt_ray.engine.run import _metrics, check_run
+from rustybt_ray.errors import StrategyError
+from rustybt_ray.metrics import returns_from_values
+from rustybt_ray.vector.kernel import simulate
+from rustybt_ray.vector.strategy import VectorStrategy, checked_weights, make_instance
+
+#: Trials per kernel call by default: (bars x K x assets) float64 weights are the largest array.
+DEFAULT_BATCH = 256
+
+
+@dataclass(frozen=True)
+class VectorRun:
+    """One trial's full output: the per-bar equity and gross exposure of bars ``[i0, i1)``, fills, weights."""
+
+    value: np.ndarray
+    gross: np.ndarray
+    transactions: Transactions
+    weights: np.ndarray
+    params: dict[str, Any]
+    i0: int
+    i1: int
+
+
+def simulate_vector(
+    strategy: type[VectorStrategy],
+    bundle: Bundle | str = "demo",
+    start: Any = None,
+    end: Any = None,
+    capital_base: float = 100_000.0,
+    params_list: Sequence[Mapping[str, Any] | None] = (None,),
+    *,
+    commission: CommissionModel | None = None,
+    slippage: SlippageModel | None = None,
+    fill_price: str = "open",
+    cache: ArrayCache | None = None,
+) -> list[VectorRun]:
+    """Simulate every parameter set of ``params_list`` in one kernel call; the per-bar accounts of each.
+
+    The arguments are those of ``run_algorithm`` (``params_list`` holds one ``params``
+    per trial); costs default to ``PerShare(0.001)`` and ``FixedBasisPointsSlippage(5)``.
+    """
+    b, i0, i1 = _check(strategy, bundle, start, end, capital_base, fill_price)
+    cache = cache if cache is not None else default_cache()
+    trials = [make_instance(strategy, b, p, cache) for p in params_list]
+    ws = [checked_weights(algo, algo.weights()) for algo, _ in trials]
+    if not ws:
+        return []
+    stacked = np.empty((i1 - i0, len(ws), len(b.assets)))
+    for k, w in enumerate(ws):
+        stacked[:, k, :] = w[i0:i1]
+    res = simulate(b, stacked, i0, i1, float(capital_base), commission or default_commission(),
+                   slippage or default_slippage(), fill_price)
+    return [VectorRun(res.value[k], res.gross[k], res.fills[k], ws[k], used, i0, i1)
+            for k, (_, used) in enumerate(trials)]
+
+
+def run_vector(
+    strategy: type[VectorStrategy],
+    bundle: Bundle | str = "demo",
+    start: Any = None,
+    end: Any = None,
+    capital_base: float = 100_000.0,
+    params: Mapping[str, Any] | None = None,
+    *,
+    commission: CommissionModel | None = None,
+    slippage: SlippageModel | None = None,
+    fill_price: str = "open",
+    cache: ArrayCache | None = None,
+    with_returns: bool = False,
+) -> tuple[dict[str, float], np.ndarray | None]:
+    """One vectorized backtest: ``(metrics, returns or None)``, the numbers of ``run_metrics`` on the same rules."""
+    return run_vector_batch(strategy, bundle, start, end, capital_base, [params], commission=commission,
+                            slippage=slippage, fill_price=fill_price, cache=cache, with_returns=with_returns)[0]
+
+
+def run_vector_batch(
+    strategy: type[VectorStrategy],
+    bundle: Bundle | str = "demo",
+    start: Any = None,
+    end: Any = None,
+    capital_base: float = 100_000.0,
+    params_list: Sequence[Mapping[str, Any] | None] = (None,),
+    *,
+    commission: CommissionModel | None = None,
+    slippage: SlippageModel | None = None,
+    fill_price: str = "open",
+    cache: ArrayCache | None = None,
+    with_returns: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+) -> list[tuple[dict[str, float], np.ndarray | None]]:
+    """Many trials of one strategy, ``batch_size`` per kernel call; ``(metrics, returns or None)`` per trial, in order."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise StrategyError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    b, _, _ = _check(strategy, bundle, start, end, capital_base, fill_price)
+    capital = float(capital_base)
+    out: list[tuple[dict[str, float], np.ndarray | None]] = []
+    params_list = list(params_list)
+    for lo in range(0, len(params_list), batch_size):
+        runs = simulate_vector(strategy, b, start, end, capital, params_list[lo:lo + batch_size],
+                               commission=commission, slippage=slippage, fill_price=fill_price, cache=cache)
+        for r in runs:
+            metrics = _metrics(b, r.value, r.gross, r.transactions, r.i0, r.i1, capital)
+            out.append((metrics, returns_from_values(r.value, capital) if with_returns else None))
+    return out
+
+
+def _check(strategy: Any, bundle: Bundle | str, start: Any, end: Any, capital_base: Any,
+           fill_price: str) -> tuple[Bundle, int, int]:
+    if not (isinstance(strategy, type) and issubclass(strategy, VectorStrategy)):
+        raise StrategyError(f"strategy must be a VectorStrategy subclass, got {strategy!r}")
+    return check_run(strategy, bundle, start, end, capital_base, fill_price)
