@@ -137,7 +137,7 @@ def run_metrics(
     state.detach()
     b, i0, i1, capital = state.bundle, state.i0, state.i1, state.capital
     v = _valuation(b, state.ledger, i0, i1, capital)
-    metrics = _metrics(b, v.value, v.gross, state.ledger.transactions(), i0, i1, capital)
+    metrics = backtest_metrics(b, v.value, v.gross, state.ledger.transactions(), i0, i1, capital)
     return metrics, (returns_from_values(v.value, capital) if with_returns else None)
 
 
@@ -373,8 +373,13 @@ def _valuation(b: Bundle, ledger: Ledger, i0: int, i1: int, capital: float) -> V
     return Valuation(cash + holdings, gross, cash, pos, holdings)
 
 
-def _metrics(b: Bundle, pv: np.ndarray, gross: np.ndarray, tx: Any, i0: int, i1: int,
-             capital: float) -> dict[str, float]:
+def backtest_metrics(b: Bundle, pv: np.ndarray, gross: np.ndarray, tx: Any, i0: int, i1: int,
+                     capital: float) -> dict[str, float]:
+    """End-of-run metrics of bars ``[i0, i1)`` from per-bar value and gross exposure and the fills.
+
+    The one definition both engines use: the event loop's ``run_metrics`` and the
+    vectorized kernel's ``run_vector_batch``.
+    """
     n = i1 - i0
     traded = np.bincount(tx.bar - i0, weights=np.abs(tx.amount * tx.price), minlength=n) if len(tx) else np.zeros(n)
     trips = round_trips(tx.bar, tx.asset, tx.amount, tx.price, tx.commission)
@@ -386,7 +391,7 @@ def _build_result(state: RunState, strategy_name: str) -> BacktestResult:
     b, i0, i1, capital = state.bundle, state.i0, state.i1, state.capital
     pv, gross, cash, pos, holdings = _valuation(b, state.ledger, i0, i1, capital)
     tx = state.ledger.transactions()
-    metrics = _metrics(b, pv, gross, tx, i0, i1, capital)
+    metrics = backtest_metrics(b, pv, gross, tx, i0, i1, capital)
     returns = returns_from_values(pv, capital)
     dates = b.calendar[i0:i1]
     table: dict[str, Any] = {

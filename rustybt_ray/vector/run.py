@@ -1,7 +1,7 @@
 """Entry points: one vectorized backtest (:func:`run_vector`) and a batch of trials (:func:`run_vector_batch`).
 
 Both return what :func:`rustybt_ray.engine.run.run_metrics` returns, ``(metrics,
-returns or None)`` per trial, computed by the same functions (``run._metrics``,
+returns or None)`` per trial, computed by the same functions (``run.backtest_metrics``,
 ``metrics.returns_from_values``) from the kernel's per-bar values and fills, after
 the same argument checks (``check_run``).
 """
@@ -18,7 +18,7 @@ from rustybt_ray.data.bundle import Bundle
 from rustybt_ray.engine.array_cache import ArrayCache, default_cache
 from rustybt_ray.engine.costs import CommissionModel, SlippageModel, default_commission, default_slippage
 from rustybt_ray.engine.ledger import Transactions
-from rustybt_ray.engine.run import _metrics, check_run
+from rustybt_ray.engine.run import backtest_metrics, check_run
 from rustybt_ray.errors import StrategyError
 from rustybt_ray.metrics import returns_from_values
 from rustybt_ray.vector.kernel import simulate
@@ -60,6 +60,15 @@ def simulate_vector(
     per trial); costs default to ``PerShare(0.001)`` and ``FixedBasisPointsSlippage(5)``.
     """
     b, i0, i1 = _check(strategy, bundle, start, end, capital_base, fill_price)
+    return _simulate_checked(strategy, b, i0, i1, float(capital_base), params_list, commission, slippage,
+                             fill_price, cache)
+
+
+def _simulate_checked(strategy: type[VectorStrategy], b: Bundle, i0: int, i1: int, capital: float,
+                      params_list: Sequence[Mapping[str, Any] | None], commission: CommissionModel | None,
+                      slippage: SlippageModel | None, fill_price: str,
+                      cache: ArrayCache | None) -> list[VectorRun]:
+    # The arguments were checked by the caller, once per call however many batches follow.
     cache = cache if cache is not None else default_cache()
     trials = [make_instance(strategy, b, p, cache) for p in params_list]
     ws = [checked_weights(algo, algo.weights()) for algo, _ in trials]
@@ -68,7 +77,7 @@ def simulate_vector(
     stacked = np.empty((i1 - i0, len(ws), len(b.assets)))
     for k, w in enumerate(ws):
         stacked[:, k, :] = w[i0:i1]
-    res = simulate(b, stacked, i0, i1, float(capital_base), commission or default_commission(),
+    res = simulate(b, stacked, i0, i1, capital, commission or default_commission(),
                    slippage or default_slippage(), fill_price)
     return [VectorRun(res.value[k], res.gross[k], res.fills[k], ws[k], used, i0, i1)
             for k, (_, used) in enumerate(trials)]
@@ -111,15 +120,15 @@ def run_vector_batch(
     """Many trials of one strategy, ``batch_size`` per kernel call; ``(metrics, returns or None)`` per trial, in order."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise StrategyError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    b, _, _ = _check(strategy, bundle, start, end, capital_base, fill_price)
+    b, i0, i1 = _check(strategy, bundle, start, end, capital_base, fill_price)
     capital = float(capital_base)
     out: list[tuple[dict[str, float], np.ndarray | None]] = []
     params_list = list(params_list)
     for lo in range(0, len(params_list), batch_size):
-        runs = simulate_vector(strategy, b, start, end, capital, params_list[lo:lo + batch_size],
-                               commission=commission, slippage=slippage, fill_price=fill_price, cache=cache)
+        runs = _simulate_checked(strategy, b, i0, i1, capital, params_list[lo:lo + batch_size], commission,
+                                 slippage, fill_price, cache)
         for r in runs:
-            metrics = _metrics(b, r.value, r.gross, r.transactions, r.i0, r.i1, capital)
+            metrics = backtest_metrics(b, r.value, r.gross, r.transactions, r.i0, r.i1, capital)
             out.append((metrics, returns_from_values(r.value, capital) if with_returns else None))
     return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import COMMISSIONS, SLIPPAGES, assert_same, event_run, random_bundle, vector_run
+from vector_testkit import COMMISSIONS, SLIPPAGES, assert_same, event_run, random_bundle, vector_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

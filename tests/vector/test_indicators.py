@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_bundle
+from vector_testkit import random_bundle
 
 from rustybt_ray.engine import ArrayCache
 from rustybt_ray.errors import StrategyError
