@@ -21,11 +21,17 @@ fixed number of NumPy calls whatever K, so the per-trial cost falls with K. Per 
 
 The equity curves equal the event engine's to float rounding and, up to 64 assets
 (where the event engine sums the sizing value in the same order), its fills exactly.
+
+Two loops implement these rules. :mod:`.compiled` (numba, the default for the
+built-in cost models) runs them element by element and also accumulates what the
+metrics read from the fills, so a sweep keeps no fill log; the NumPy loop below is
+the reference and serves cost models written in Python. ``tests/vector/test_compiled.py``
+checks that both give the same values, fills and round trips bit for bit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,15 +40,31 @@ from rustybt_ray.engine.costs import CommissionModel, SlippageModel
 from rustybt_ray.engine.ledger import Transactions
 from rustybt_ray.engine.shares import round_shares_array
 from rustybt_ray.errors import OrderError, WeightsError
+from rustybt_ray.metrics import RoundTrips
+
+try:  # numba is a dependency; without it (a broken install) every call takes the NumPy path
+    from rustybt_ray.vector import compiled as _compiled
+except ImportError:  # pragma: no cover - exercised only without numba
+    _compiled = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
 class KernelResult:
-    """K trials over bars ``[i0, i1)``: per-bar value and gross exposure ``(K, n)``, fills per trial."""
+    """K trials over bars ``[i0, i1)``: per-bar value and gross exposure ``(K, n)``, and fills or their summary.
+
+    ``fills`` holds each trial's fill log (when asked for); ``traded`` (value traded
+    per bar, ``(K, n)``), ``n_transactions`` and ``trips`` (each trial's
+    :class:`~rustybt_ray.metrics.RoundTrips`) are what the metrics read from the
+    fills, accumulated by the compiled kernel so a sweep keeps no fill log.
+    """
 
     value: np.ndarray
     gross: np.ndarray
-    fills: list[Transactions]
+    fills: list[Transactions] | None
+    traded: np.ndarray | None = None
+    n_transactions: np.ndarray | None = None
+    trips: list[RoundTrips] | None = field(default=None)
+    compiled: bool = False
 
 
 def simulate(
@@ -54,18 +76,100 @@ def simulate(
     commission: CommissionModel,
     slippage: SlippageModel,
     fill_price: str = "open",
+    *,
+    record_fills: bool = True,
+    engine: str = "auto",
 ) -> KernelResult:
     """Run K trials' weights ``(n, K, N)`` (bar ``i0 + j`` is row ``j``) over bars ``[i0, i1)``.
 
+    ``engine`` picks the loop: ``"compiled"`` (numba; built-in cost models only),
+    ``"numpy"`` (any cost model; the reference), or ``"auto"`` (compiled where it
+    can). ``record_fills=False`` skips the fill log; the compiled loop then returns
+    only its summary (``traded``, ``n_transactions``, ``trips``).
+
     Raises :class:`WeightsError` for weights of the wrong shape and :class:`OrderError`
     (naming the asset and bar) for a non-zero weight on an asset without a price yet,
-    as ``order_target_percents`` would, before anything is simulated.
+    as ``order_target_percents`` would.
     """
     n_assets = len(bundle.assets)
     n = i1 - i0
     if weights.ndim != 3 or weights.shape[0] != n or weights.shape[2] != n_assets:
         raise WeightsError(f"kernel weights must be (bars, trials, assets) = ({n}, K, {n_assets}), "
                            f"got {weights.shape}")
+    if engine not in ("auto", "compiled", "numpy"):
+        raise WeightsError(f"engine must be 'auto', 'compiled' or 'numpy', got {engine!r}")
+    costs = _compiled.cost_numbers(commission, slippage) if _compiled is not None else None
+    if engine == "compiled" and costs is None:
+        raise WeightsError(
+            "the compiled kernel serves the built-in cost models (PerShare, PerDollar, BasisPoints, NoCommission; "
+            f"FixedBasisPointsSlippage, NoSlippage), not {commission!r} / {slippage!r}: use engine='numpy'"
+        )
+    if engine != "numpy" and costs is not None:
+        out = _simulate_compiled(bundle, weights, i0, i1, capital, costs, fill_price, record_fills)
+        if out is not None:
+            return out
+    return _simulate_numpy(bundle, weights, i0, i1, capital, commission, slippage, fill_price)
+
+
+def _no_price(bundle: Bundle, i0: int, j: int, a: int) -> OrderError:
+    return OrderError(
+        f"{bundle.assets[a].symbol} has no price at {bundle.calendar[i0 + j]!s:.19} "
+        f"(first bar {bundle.assets[a].start_date!s:.10}); a non-zero weight needs a price: "
+        "give NaN or 0 before the asset's first bar"
+    )
+
+
+def _bad_shares(bundle: Bundle, i0: int, j: int) -> OrderError:
+    return OrderError(f"target weights at {bundle.calendar[i0 + j]!s:.19} give share counts out of range "
+                      "(a huge weight, or a portfolio value of NaN?)")
+
+
+def _simulate_compiled(bundle: Bundle, weights: np.ndarray, i0: int, i1: int, capital: float,
+                       costs: tuple[float, float, float, float, float], fill_price: str,
+                       record_fills: bool) -> KernelResult | None:
+    """The compiled loop; None when its order queues overflowed (the NumPy kernel then runs instead)."""
+    K = weights.shape[1]
+    marks = bundle.price[i0:i1]
+    ref = (bundle.open if fill_price == "open" else bundle.close)[i0:i1]
+    (status, j, _k, a, value, gross, traded, n_tx, trips, trip_pnl, n_open,
+     fills) = _compiled.simulate_compiled(weights, marks, ref, capital, costs, record_fills)
+    if status == _compiled.NO_PRICE:
+        raise _no_price(bundle, i0, j, a)
+    if status == _compiled.BAD_SHARES:
+        raise _bad_shares(bundle, i0, j)
+    if status == _compiled.QUEUE_FULL:
+        return None
+    # Rows come in execution order, trials interleaved; a stable sort by trial keeps each trial's order.
+    tk = trips[:, 0].astype(np.int64)
+    order = np.argsort(tk, kind="stable")
+    bounds = np.searchsorted(tk[order], np.arange(K + 1))
+    per_trial = []
+    for i in range(K):
+        s = order[bounds[i]:bounds[i + 1]]
+        per_trial.append(RoundTrips(
+            asset=trips[s, 1].astype(np.int64), open_bar=trips[s, 2].astype(np.int64) + i0,
+            close_bar=trips[s, 3].astype(np.int64) + i0, pnl=trip_pnl[s, 0].copy(),
+            direction=trip_pnl[s, 1].astype(np.int64), n_open=int(n_open[i]),
+        ))
+    logs = None
+    if record_fills:
+        fk = fills[:, 0].astype(np.int64)
+        order = np.argsort(fk, kind="stable")
+        bounds = np.searchsorted(fk[order], np.arange(K + 1))
+        ids = np.full(fills.shape[0], -1, dtype=np.int64)
+        logs = []
+        for i in range(K):
+            s = order[bounds[i]:bounds[i + 1]]
+            logs.append(Transactions(fills[s, 1].astype(np.int64) + i0, fills[s, 2].astype(np.int64),
+                                     fills[s, 3], fills[s, 4], fills[s, 5], ids[s]))
+    return KernelResult(value, gross, logs, traded, n_tx, per_trial, compiled=True)
+
+
+def _simulate_numpy(bundle: Bundle, weights: np.ndarray, i0: int, i1: int, capital: float,
+                    commission: CommissionModel, slippage: SlippageModel, fill_price: str) -> KernelResult:
+    """The NumPy kernel: K-wide array operations per bar (any cost model)."""
+    n_assets = len(bundle.assets)
+    n = i1 - i0
     K = weights.shape[1]
     marks = bundle.price[i0:i1]  # (n, N), NaN before an asset's first bar
     listed = marks > 0
@@ -73,11 +177,7 @@ def simulate(
     bad = active & (weights != 0) & ~listed[:, None, :]
     if bad.any():
         j, _, a = np.argwhere(bad)[0]
-        raise OrderError(
-            f"{bundle.assets[a].symbol} has no price at {bundle.calendar[i0 + j]!s:.19} "
-            f"(first bar {bundle.assets[a].start_date!s:.10}); a non-zero weight needs a price: "
-            "give NaN or 0 before the asset's first bar"
-        )
+        raise _no_price(bundle, i0, int(j), int(a))
     any_nan = not active.all()
     w0 = np.where(active, weights, 0.0) if any_nan else weights
     mark0 = np.where(listed, marks, 0.0)  # the sizing view's marks: NaN as 0.0 (rows.py)
@@ -144,8 +244,7 @@ def simulate(
         try:
             r = round_shares_array(x)
         except (ValueError, OverflowError):
-            raise OrderError(f"target weights at {bundle.calendar[i0 + j]!s:.19} give share counts out of range "
-                             "(a huge weight, or a portfolio value of NaN?)") from None
+            raise _bad_shares(bundle, i0, j) from None
         if r.any():
             pending.append(r)
     return KernelResult(value, gross, _split(logs, K))

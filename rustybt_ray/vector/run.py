@@ -20,7 +20,7 @@ from rustybt_ray.engine.costs import CommissionModel, SlippageModel, default_com
 from rustybt_ray.engine.ledger import Transactions
 from rustybt_ray.engine.run import backtest_metrics, check_run
 from rustybt_ray.errors import StrategyError
-from rustybt_ray.metrics import returns_from_values
+from rustybt_ray.metrics import compute_metrics, returns_from_values
 from rustybt_ray.vector.kernel import simulate
 from rustybt_ray.vector.strategy import VectorStrategy, checked_weights, make_instance
 
@@ -53,6 +53,7 @@ def simulate_vector(
     slippage: SlippageModel | None = None,
     fill_price: str = "open",
     cache: ArrayCache | None = None,
+    engine: str = "auto",
 ) -> list[VectorRun]:
     """Simulate every parameter set of ``params_list`` in one kernel call; the per-bar accounts of each.
 
@@ -61,13 +62,13 @@ def simulate_vector(
     """
     b, i0, i1 = _check(strategy, bundle, start, end, capital_base, fill_price)
     return _simulate_checked(strategy, b, i0, i1, float(capital_base), params_list, commission, slippage,
-                             fill_price, cache)
+                             fill_price, cache, engine)
 
 
 def _simulate_checked(strategy: type[VectorStrategy], b: Bundle, i0: int, i1: int, capital: float,
                       params_list: Sequence[Mapping[str, Any] | None], commission: CommissionModel | None,
                       slippage: SlippageModel | None, fill_price: str,
-                      cache: ArrayCache | None) -> list[VectorRun]:
+                      cache: ArrayCache | None, engine: str = "auto") -> list[VectorRun]:
     # The arguments were checked by the caller, once per call however many batches follow.
     cache = cache if cache is not None else default_cache()
     trials = [make_instance(strategy, b, p, cache) for p in params_list]
@@ -78,9 +79,20 @@ def _simulate_checked(strategy: type[VectorStrategy], b: Bundle, i0: int, i1: in
     for k, w in enumerate(ws):
         stacked[:, k, :] = w[i0:i1]
     res = simulate(b, stacked, i0, i1, capital, commission or default_commission(),
-                   slippage or default_slippage(), fill_price)
+                   slippage or default_slippage(), fill_price, record_fills=True, engine=engine)
+    assert res.fills is not None
     return [VectorRun(res.value[k], res.gross[k], res.fills[k], ws[k], used, i0, i1)
             for k, (_, used) in enumerate(trials)]
+
+
+def _weights_stack(strategy: type[VectorStrategy], b: Bundle, i0: int, i1: int,
+                   params_list: Sequence[Mapping[str, Any] | None], cache: ArrayCache) -> np.ndarray:
+    """The trials' weights rows ``[i0, i1)`` stacked as the kernel takes them, ``(bars, K, assets)``."""
+    stacked = np.empty((i1 - i0, len(params_list), len(b.assets)))
+    for k, p in enumerate(params_list):
+        algo, _ = make_instance(strategy, b, p, cache)
+        stacked[:, k, :] = checked_weights(algo, algo.weights())[i0:i1]
+    return stacked
 
 
 def run_vector(
@@ -96,10 +108,12 @@ def run_vector(
     fill_price: str = "open",
     cache: ArrayCache | None = None,
     with_returns: bool = False,
+    engine: str = "auto",
 ) -> tuple[dict[str, float], np.ndarray | None]:
     """One vectorized backtest: ``(metrics, returns or None)``, the numbers of ``run_metrics`` on the same rules."""
     return run_vector_batch(strategy, bundle, start, end, capital_base, [params], commission=commission,
-                            slippage=slippage, fill_price=fill_price, cache=cache, with_returns=with_returns)[0]
+                            slippage=slippage, fill_price=fill_price, cache=cache, with_returns=with_returns,
+                            engine=engine)[0]
 
 
 def run_vector_batch(
@@ -116,20 +130,37 @@ def run_vector_batch(
     cache: ArrayCache | None = None,
     with_returns: bool = False,
     batch_size: int = DEFAULT_BATCH,
+    engine: str = "auto",
 ) -> list[tuple[dict[str, float], np.ndarray | None]]:
-    """Many trials of one strategy, ``batch_size`` per kernel call; ``(metrics, returns or None)`` per trial, in order."""
+    """Many trials of one strategy, ``batch_size`` per kernel call; ``(metrics, returns or None)`` per trial, in order.
+
+    ``engine``: ``"auto"`` (the compiled kernel where the cost models allow, else
+    NumPy), ``"compiled"`` or ``"numpy"`` (see :func:`~rustybt_ray.vector.kernel.simulate`).
+    """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise StrategyError(f"batch_size must be an int >= 1, got {batch_size!r}")
     b, i0, i1 = _check(strategy, bundle, start, end, capital_base, fill_price)
     capital = float(capital_base)
     out: list[tuple[dict[str, float], np.ndarray | None]] = []
     params_list = list(params_list)
+    cache = cache if cache is not None else default_cache()
+    commission = commission or default_commission()
+    slippage = slippage or default_slippage()
+    ppy = b.periods_per_year
     for lo in range(0, len(params_list), batch_size):
-        runs = _simulate_checked(strategy, b, i0, i1, capital, params_list[lo:lo + batch_size], commission,
-                                 slippage, fill_price, cache)
-        for r in runs:
-            metrics = backtest_metrics(b, r.value, r.gross, r.transactions, r.i0, r.i1, capital)
-            out.append((metrics, returns_from_values(r.value, capital) if with_returns else None))
+        stacked = _weights_stack(strategy, b, i0, i1, params_list[lo:lo + batch_size], cache)
+        res = simulate(b, stacked, i0, i1, capital, commission, slippage, fill_price, record_fills=False,
+                       engine=engine)
+        del stacked
+        for k in range(res.value.shape[0]):
+            pv = res.value[k]
+            if res.trips is not None:
+                # the compiled kernel's summary of the fills: what backtest_metrics reads from them
+                metrics = compute_metrics(pv, capital, ppy, gross_exposure=res.gross[k], traded_value=res.traded[k],
+                                          trips=res.trips[k], n_transactions=int(res.n_transactions[k]))
+            else:
+                metrics = backtest_metrics(b, pv, res.gross[k], res.fills[k], i0, i1, capital)
+            out.append((metrics, returns_from_values(pv, capital) if with_returns else None))
     return out
 
 

@@ -32,15 +32,16 @@ def test_demo_sma_equals_cached_form(demo_bundle):
                 vector_run(SmaCrossoverVector, demo_bundle, params={"fast": 20, "slow": 60}))
 
 
+@pytest.mark.parametrize("engine", ["compiled", "numpy"])
 @pytest.mark.parametrize("fill_price", ["open", "close"])
 @pytest.mark.parametrize("slippage", sorted(SLIPPAGES))
 @pytest.mark.parametrize("commission", sorted(COMMISSIONS))
 @pytest.mark.parametrize("name", sorted(PAIRS))
-def test_demo_every_cost_model_and_fill_price(demo_bundle, name, commission, slippage, fill_price):
+def test_demo_every_cost_model_and_fill_price(demo_bundle, name, commission, slippage, fill_price, engine):
     vec, ev = PAIRS[name]
     costs = {"commission": COMMISSIONS[commission](), "slippage": SLIPPAGES[slippage](), "fill_price": fill_price}
     args = (demo_bundle, "2019-01-01", "2020-06-30", 250_000.0)
-    assert_same(event_run(ev, *args, **costs), vector_run(vec, *args, **costs))
+    assert_same(event_run(ev, *args, **costs), vector_run(vec, *args, engine=engine, **costs))
 
 
 @st.composite
@@ -63,6 +64,7 @@ def cases(draw):
         "commission": draw(st.sampled_from(sorted(COMMISSIONS))), "slippage": draw(st.sampled_from(sorted(SLIPPAGES))),
         "fill_price": draw(st.sampled_from(["open", "close"])), "start": draw(st.integers(0, 10)),
         "capital": draw(st.sampled_from([1_000.0, 100_000.0, 1e7])),
+        "engine": draw(st.sampled_from(["compiled", "numpy"])),
     }
 
 
@@ -75,6 +77,7 @@ def test_random_data_with_late_listings_and_missing_bars(case):
              "fill_price": case["fill_price"]}
     start = b.calendar[case["start"]]
     args = (b, start, None, case["capital"], case["params"])
-    assert_same(event_run(ev, *args, **costs), vector_run(vec, *args, **costs))
+    got = vector_run(vec, *args, engine=case["engine"], **costs)
+    assert_same(event_run(ev, *args, **costs), got)
     # The same weights through the event loop (VectorStrategy's own event form) agree too.
-    assert_same(event_run(vec, *args, **costs), vector_run(vec, *args, **costs))
+    assert_same(event_run(vec, *args, **costs), got)

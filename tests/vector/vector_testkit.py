@@ -59,10 +59,11 @@ def event_run(strategy: type, bundle: Bundle, start: Any = None, end: Any = None
 
 
 def vector_run(strategy: type, bundle: Bundle, start: Any = None, end: Any = None, capital: float = 100_000.0,
-               params: dict | None = None, **costs: Any) -> tuple[np.ndarray, Transactions]:
-    """Per-bar equity and fills of the vectorized kernel."""
+               params: dict | None = None, engine: str = "auto", **costs: Any) -> tuple[np.ndarray, Transactions]:
+    """Per-bar equity and fills of the vectorized kernel (``engine``: auto, compiled or numpy)."""
     r = simulate_vector(strategy, bundle, start, end, capital, [params], commission=costs.get("commission"),
-                        slippage=costs.get("slippage"), fill_price=costs.get("fill_price", "open"))[0]
+                        slippage=costs.get("slippage"), fill_price=costs.get("fill_price", "open"),
+                        engine=engine)[0]
     return r.value, r.transactions
 
 
