@@ -163,8 +163,8 @@ def _kernel(weights, marks, ref_all, capital, buy, sell, per_share, min_cost, pe
     cash = np.full(K, capital)
     pos = np.zeros((K, N))
     # pending orders: a queue per trial and asset of (shares, placing bar)
-    pq = np.zeros((K, N, QUEUE_DEPTH))
-    pb = np.zeros((K, N, QUEUE_DEPTH), dtype=np.int64)
+    pq = np.zeros((QUEUE_DEPTH, K, N))  # slot-major: slot 0 of a trial's assets is one run of memory
+    pb = np.zeros((QUEUE_DEPTH, K, N), dtype=np.int64)
     plen = np.zeros((K, N), dtype=np.int64)
     psum = np.zeros((K, N))  # sum of the queue (whole shares: exact in any order)
     npend = np.zeros(K, dtype=np.int64)
@@ -201,7 +201,7 @@ def _kernel(weights, marks, ref_all, capital, buy, sell, per_share, min_cost, pe
                 for a in range(N):
                     if has[a]:
                         for s in range(plen[k, a]):
-                            ob[m] = pb[k, a, s]
+                            ob[m] = pb[s, k, a]
                             oa[m] = a
                             os_[m] = s
                             m += 1
@@ -218,7 +218,7 @@ def _kernel(weights, marks, ref_all, capital, buy, sell, per_share, min_cost, pe
                 c_k = cash[k]
                 for i in range(m):
                     a = oa[i]
-                    q = pq[k, a, os_[i]]
+                    q = pq[os_[i], k, a]
                     ref = ref_all[j, a]
                     px = ref * (buy if q > 0 else sell)
                     raw = abs(q) * per_share
@@ -320,8 +320,8 @@ def _kernel(weights, marks, ref_all, capital, buy, sell, per_share, min_cost, pe
                     if npend[k] > 0 and last_bar[k] != j:
                         single[k] = False
                     last_bar[k] = j
-                    pq[k, a, s] = r
-                    pb[k, a, s] = j
+                    pq[s, k, a] = r
+                    pb[s, k, a] = j
                     plen[k, a] = s + 1
                     psum[k, a] += r
                     npend[k] += 1
