@@ -7,11 +7,16 @@ and actor, not once per trial.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypedDict, Union
 
 from rustybt_ray.engine.costs import CommissionModel, SlippageModel
+from rustybt_ray.errors import StrategyError
+
+#: The kernel memory budget a JobSpec carries unless told otherwise (OptimizationConfig's default).
+DEFAULT_KERNEL_MEMORY_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,82 @@ class JobSpec:
     #: value) -> stop?`` at each checkpoint and ``reporter.finish.remote(number, status,
     #: value)`` at the end; the reporter is opaque here (cluster knows nothing of Optuna).
     pruning: dict[str, Any] | None = None
+    #: Bytes one vectorized kernel call may hold on a worker (``OptimizationConfig.kernel_memory_mb``):
+    #: a :class:`~rustybt_ray.vector.VectorStrategy` job runs ``trials_per_call`` trials per call.
+    kernel_memory_bytes: int = DEFAULT_KERNEL_MEMORY_BYTES
+    #: ``(bars, assets)`` of the bundle, so the driver sizes vector batches without the bundle itself.
+    bundle_shape: tuple[int, int] | None = None
+    #: The routing key of a trial's parameters (see :func:`route_for`), or None: no routing.
+    #: Trials with the same key go to the same actor and batch, so a window's indicator
+    #: is computed once per actor.
+    route: Callable[[Mapping[str, Any]], Hashable] | None = None
+
+    @property
+    def vector(self) -> bool:
+        """Whether the strategy is a :class:`~rustybt_ray.vector.VectorStrategy` (batched kernel path)."""
+        from rustybt_ray.vector.strategy import VectorStrategy
+
+        return isinstance(self.strategy, type) and issubclass(self.strategy, VectorStrategy)
+
+    def kernel_trials(self) -> int | None:
+        """Trials per kernel call for a vector job over the whole bundle; None for other jobs or an unknown shape.
+
+        Sized with the bundle's full length, an upper bound on any trial's date range,
+        so a batch of this size fits one call of every worker (which sizes its calls
+        with the trial's own range, see :func:`~rustybt_ray.vector.budget.trials_per_call`).
+        """
+        if not self.vector or self.bundle_shape is None:
+            return None
+        from rustybt_ray.vector.budget import trials_per_call
+
+        bars, assets = self.bundle_shape
+        return trials_per_call(max(1, bars), max(1, assets), self.kernel_memory_bytes)
+
+
+@dataclass(frozen=True)
+class RouteBy:
+    """A routing key: the values of the named parameters (their strategy defaults when a trial omits them).
+
+    A plain class so it pickles with the JobSpec; values that cannot be hashed (a
+    list) are keyed by their ``repr``.
+    """
+
+    names: tuple[str, ...]
+    defaults: tuple[Any, ...]
+
+    def __call__(self, params: Mapping[str, Any]) -> Hashable:
+        """The key of one trial's parameters."""
+        out = []
+        for name, default in zip(self.names, self.defaults):
+            v = params.get(name, default)
+            try:
+                hash(v)
+            except TypeError:
+                v = repr(v)
+            out.append(v)
+        return tuple(out)
+
+
+def route_for(strategy: type) -> RouteBy | None:
+    """The routing key of ``strategy``: its ``route_by`` class attribute, a parameter name or a tuple of them.
+
+    None when the strategy defines no ``route_by``. Name the parameters that pick the
+    expensive cached arrays (``route_by = "slow"`` for a moving-average crossover whose
+    slow windows are many): trials sharing them then run on one actor. Raises
+    :class:`StrategyError` for a name that is not a parameter of the strategy, before Ray starts.
+    """
+    spec = getattr(strategy, "route_by", None)
+    if spec is None:
+        return None
+    names = (spec,) if isinstance(spec, str) else spec
+    if not isinstance(names, (tuple, list)) or not names or not all(isinstance(n, str) for n in names):
+        raise StrategyError(f"{strategy.__name__}.route_by must be a parameter name or a tuple of them, got {spec!r}")
+    params = {k: v for k, v in strategy.parameters().items() if k != "route_by"}
+    unknown = [n for n in names if n not in params]
+    if unknown:
+        raise StrategyError(f"{strategy.__name__}.route_by names {', '.join(map(repr, unknown))}, not parameters "
+                            f"of the strategy; its parameters are {', '.join(sorted(params)) or '(none)'}")
+    return RouteBy(tuple(names), tuple(params[n] for n in names))
 
 
 #: Keys a trial may override from its job: its own date range (walk-forward windows

@@ -7,6 +7,11 @@ The driver only schedules; actors own the state. The loop:
   sampling overlaps execution (the next batch is queued before the last finishes);
 - sizes batches from the measured trial time, so one actor call does at least
   ``min_batch_seconds`` of work and Ray's per-call cost (~1 ms) is amortized;
+  a vector job (a batched kernel, whose per-trial time falls with the batch) instead
+  gets big batches from the first one: the source's look-ahead shared over the
+  actors, capped by the kernel's trials per call (its byte budget);
+- with a routing key in the job (``JobSpec.route``), sends trials with the same key
+  to the same actor and batch, so each cached indicator is computed once per actor;
 - streams results back with ``ray.wait``, telling the source as they arrive;
 - when an actor dies (killed, out of memory, node lost), replaces it and retries
   its in-flight trials on live actors, up to ``max_retries`` times each. A strategy
@@ -32,7 +37,13 @@ from rustybt_ray.errors import ClusterError, SearchSpaceError
 
 
 class TrialSource(Protocol):
-    """Where trials come from and results go: the scheduler's view of a search algorithm."""
+    """Where trials come from and results go: the scheduler's view of a search algorithm.
+
+    A source may also have an ``ask_ahead`` attribute (``int | None``): how many trials
+    it can usefully hand out now (the rest of a grid; an adaptive sampler's
+    look-ahead, so a study is not sampled blind in one go). Vector jobs size their
+    batches from it (see :meth:`Scheduler._round_size`); None or absent means unknown.
+    """
 
     def ask(self, n: int) -> list[Trial]:
         """Up to ``n`` new trials, ``(number, params[, overrides])``; fewer or none when it must wait."""
@@ -57,6 +68,8 @@ class SchedulerStats:
     retried: int = 0
     workers_replaced: int = 0
     batch_sizes: list[int] = field(default_factory=list)
+    kernel_trials: int | None = None  #: a vector job's most trials per batch (byte budget, max_batch_size)
+    routed_keys: int = 0  #: distinct routing keys seen (0 without routing)
     driver_busy_s: float = 0.0  #: driver time outside ``ray.wait`` (its overhead)
     max_inflight: int = 0  #: most batches queued on the actors at once
     wall_s: float = 0.0
@@ -97,6 +110,13 @@ class Scheduler:
         self.on_result = on_result
         self.stats = SchedulerStats()
         self._trial_s: float | None = None  # running mean of measured trial time
+        self._vector = spec.vector
+        k = spec.kernel_trials() if self._vector else None
+        #: A vector job's batch cap: the kernel's trials per call, and max_batch_size.
+        self._kernel_k = min(max_batch_size, k) if k is not None else max_batch_size
+        if self._vector:
+            self.stats.kernel_trials = self._kernel_k
+        self._owner: dict[Any, int] = {}  # routing key -> the worker that runs it (sticky)
 
     def batch_size(self) -> int:
         """Trials per actor call: enough for ``min_batch_seconds`` of work, measured as results arrive.
@@ -114,7 +134,6 @@ class Scheduler:
         """
         t_start = time.perf_counter()
         busy = 0.0
-        job_id = self.spec.job_id
         inflight: dict[Any, tuple[int, list[Trial]]] = {}
         per_worker: dict[int, int] = {}
         retry: deque[Trial] = deque()
@@ -124,26 +143,8 @@ class Scheduler:
         t0 = time.perf_counter()
         while True:
             # Keep every live actor supplied.
-            asked_any = True
-            while asked_any:
-                asked_any = False
-                for wid, actor in list(self.pool.workers.items()):
-                    if per_worker.get(wid, 0) >= self.batches_in_flight:
-                        continue
-                    n = self.batch_size()
-                    trials = [retry.popleft() for _ in range(min(n, len(retry)))]
-                    if len(trials) < n and not source.is_finished:
-                        trials += source.ask(n - len(trials))
-                    if not trials:
-                        continue
-                    for trial in trials:
-                        attempts[trial[0]] = attempts.get(trial[0], 0) + 1
-                    ref = actor.run_batch.remote(job_id, trials)
-                    inflight[ref] = (wid, trials)
-                    per_worker[wid] = per_worker.get(wid, 0) + 1
-                    self.stats.batches += 1
-                    self.stats.batch_sizes.append(len(trials))
-                    asked_any = True
+            while self._dispatch(source, retry, inflight, per_worker, attempts):
+                pass
             if not inflight:
                 if retry and not self.pool.workers:
                     raise ClusterError("no live workers left to retry trials on")
@@ -181,6 +182,110 @@ class Scheduler:
         self.stats.driver_busy_s = busy + (time.perf_counter() - t0)
         self.stats.wall_s = time.perf_counter() - t_start
         return results
+
+    def _submit(self, wid: int, trials: list[Trial], inflight: dict[Any, tuple[int, list[Trial]]],
+                per_worker: dict[int, int], attempts: dict[int, int]) -> None:
+        for trial in trials:
+            attempts[trial[0]] = attempts.get(trial[0], 0) + 1
+        ref = self.pool.workers[wid].run_batch.remote(self.spec.job_id, trials)
+        inflight[ref] = (wid, trials)
+        per_worker[wid] = per_worker.get(wid, 0) + 1
+        self.stats.batches += 1
+        self.stats.batch_sizes.append(len(trials))
+
+    def _dispatch(self, source: TrialSource, retry: deque[Trial], inflight: dict[Any, tuple[int, list[Trial]]], per_worker: dict[int, int],
+                  attempts: dict[int, int]) -> bool:
+        """One round: at most one new batch per actor with room; True if any batch was sent."""
+        free = [wid for wid in list(self.pool.workers) if per_worker.get(wid, 0) < self.batches_in_flight]
+        if not free:
+            return False
+        if not self._vector and self.spec.route is None:
+            # Event jobs: measured batch sizes, asked actor by actor.
+            sent = False
+            for wid in free:
+                n = self.batch_size()
+                trials = [retry.popleft() for _ in range(min(n, len(retry)))]
+                if len(trials) < n and not source.is_finished:
+                    trials += source.ask(n - len(trials))
+                if trials:
+                    self._submit(wid, trials, inflight, per_worker, attempts)
+                    sent = True
+            return sent
+        size = self._round_size(source)
+        want = size * len(free)
+        pending = [retry.popleft() for _ in range(min(want, len(retry)))]
+        if len(pending) < want and not source.is_finished:
+            pending += source.ask(want - len(pending))
+        if not pending:
+            return False
+        if self._vector:
+            # The round's trials shared evenly: a grid of 400 on 2 actors is 2 batches of 200.
+            size = math.ceil(len(pending) / len(free))
+        # len(pending) <= size * len(free): every trial asked this round is sent this round.
+        route = self.spec.route
+        if route is None:
+            batches = [pending[i * size:(i + 1) * size] for i in range(len(free))]
+        else:
+            batches = self._route(route, pending, free, size)
+        sent = False
+        for wid, trials in zip(free, batches):
+            if trials:
+                self._submit(wid, trials, inflight, per_worker, attempts)
+                sent = True
+        return sent
+
+    def _round_size(self, source: TrialSource) -> int:
+        """Trials per batch this round.
+
+        Event jobs: measured (:meth:`batch_size`). Vector jobs: ``min(K, ceil(R /
+        actors))`` from the first batch, with ``K`` the kernel's trials per call and
+        ``R`` the source's ``ask_ahead`` (trials it can usefully hand out now: the rest
+        of a grid, or an adaptive sampler's look-ahead), or ``K`` when the source does
+        not say. The kernel's per-trial time falls with ``K``, so sizing from measured
+        trial time would keep batches small.
+        """
+        if not self._vector:
+            return self.batch_size()
+        hint = getattr(source, "ask_ahead", None)
+        if hint is None:
+            return self._kernel_k
+        return max(1, min(self._kernel_k, math.ceil(int(hint) / max(1, len(self.pool.workers)))))
+
+    def _route(self, route: Callable[[Any], Any], pending: list[Trial], free: list[int],
+               size: int) -> list[list[Trial]]:
+        """Batches of up to ``size`` trials for the ``free`` actors (in order), by routing key.
+
+        A key stays with the actor that first ran it (sticky); a new key goes to the
+        free actor with the fewest trials this round. Trials whose actor is busy, or
+        beyond an actor's ``size``, fill the actors short of ``size`` (grouped by key),
+        so no trial waits and no actor idles for routing's sake. Trials of a batch are
+        grouped by key, in order of first appearance. ``len(pending) <= size * len(free)``.
+        """
+        live = self.pool.workers
+        own: dict[int, list[Trial]] = {wid: [] for wid in free}
+        spare: list[Trial] = []
+        for trial in pending:
+            key = route(trial[1])
+            wid = self._owner.get(key)
+            if wid is None or wid not in live:
+                wid = min(free, key=lambda w: (len(own[w]), w))
+                self._owner[key] = wid
+            (own[wid] if wid in own else spare).append(trial)
+        self.stats.routed_keys = len(self._owner)
+        batches = []
+        for wid in free:
+            mine = _grouped(own[wid], route)
+            batches.append(mine[:size])
+            spare += mine[size:]
+        spare = _grouped(spare, route)
+        for batch in batches:
+            if len(batch) < size and spare:
+                take = size - len(batch)
+                batch += spare[:take]
+                spare = spare[take:]
+        if spare:  # pragma: no cover - the caller asks at most size * len(free) trials
+            raise ClusterError(f"routing left {len(spare)} trials without a batch")
+        return [_grouped(b, route) for b in batches]
 
     def _record(self, outcomes: list[TrialOutcome], attempts: dict[int, int],
                 results: dict[int, tuple[TrialOutcome, int]], source: TrialSource) -> None:
@@ -243,3 +348,11 @@ class Scheduler:
                 per_worker[wid] -= 1
                 self._requeue(trials, wid, "worker stopped answering health checks", retry, attempts, results,
                               source)
+
+
+def _grouped(trials: list[Trial], route: Callable[[Any], Any]) -> list[Trial]:
+    """``trials`` with equal routing keys next to each other, keys in order of first appearance (stable)."""
+    first: dict[Any, int] = {}
+    for t in trials:
+        first.setdefault(route(t[1]), len(first))
+    return sorted(trials, key=lambda t: first[route(t[1])])

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from rustybt_ray.cluster.protocol import JobSpec, TrialOutcome
+from rustybt_ray.cluster.protocol import JobSpec, TrialOutcome, route_for
 from rustybt_ray.cluster.scheduler import Scheduler, SchedulerStats, TrialSource
 from rustybt_ray.config import OptimizationConfig
 from rustybt_ray.data.bundle import Bundle
@@ -76,6 +76,7 @@ class SweepSession:
         if not (isinstance(strategy, type) and issubclass(strategy, TradingAlgorithm)):
             raise StrategyError(f"strategy must be a TradingAlgorithm subclass, got {strategy!r}")
         self.strategy = strategy
+        self.route = route_for(strategy)  # a bad route_by fails here, before Ray starts
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.start, self.end = start, end
         self.config = config if config is not None else OptimizationConfig.from_env()
@@ -134,7 +135,10 @@ class SweepSession:
                 pruning = {"reporter": [self.coordinator], "objective": p["objective"], "every": p["every"]}
             self.spec = JobSpec(uuid.uuid4().hex, self.strategy, [ref], self.bundle.version, self.start, self.end,
                                 self.capital_base, self.commission, self.slippage, self.fill_price,
-                                self.config.return_daily_returns, pruning)
+                                self.config.return_daily_returns, pruning,
+                                kernel_memory_bytes=self.config.kernel_memory_bytes,
+                                bundle_shape=(int(self.bundle.calendar.shape[0]), len(self.bundle.assets)),
+                                route=self.route)
             self.pool.prepare(self.spec)
         except BaseException:
             self._cleanup()

@@ -56,6 +56,9 @@ class SearchSource:
         self._more = threading.Condition(self._lock)
         self._buffer: deque[tuple[int, dict[str, Any]]] = deque()
         self._prefetch = prefetch
+        # Read now, by the thread that builds the source before any ask (the threading contract).
+        self._total = algorithm.n_total
+        self._adaptive = getattr(algorithm, "prefetch_trials", 0) > 0
         self._stopped = False
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -182,6 +185,22 @@ class SearchSource:
         except Exception:  # noqa: BLE001 - the user's objective function: report, go on
             o.status = TrialStatus.FAILED
             o.error = "the objective function raised:\n" + traceback.format_exc(limit=5)
+
+    @property
+    def ask_ahead(self) -> int | None:
+        """Trials worth handing out now, for the scheduler's vector batches; None when unknown.
+
+        A sampler that learns from results (``prefetch_trials > 0``: Optuna) gets its
+        look-ahead, ``prefetch`` (or ``prefetch_trials``), so a vectorized sweep does
+        not sample a whole study blind in one batch; a fixed search (grid, random) the
+        trials it has left.
+        """
+        with self._lock:
+            if self._adaptive:
+                return max(1, self._prefetch or int(getattr(self.algorithm, "prefetch_trials", 1)))
+            if self._total is None:
+                return None
+            return max(0, self._total - self.algorithm.n_asked) + len(self._buffer)
 
     @property
     def is_finished(self) -> bool:

@@ -52,6 +52,11 @@ class FixedTrials(SearchAlgorithm):
         """True once every parameter set was asked."""
         return self.n_asked >= len(self._todo)
 
+    @property
+    def n_total(self) -> int | None:
+        """The length of the list."""
+        return len(self._todo)
+
     def rewind(self) -> None:
         """Start over from the first parameter set."""
         self._reset_bookkeeping()
@@ -185,6 +190,19 @@ class WalkForwardSource:
         phase.told[local] = o
         st.last_result = time.perf_counter() - self.t0
         self._advance(st)
+
+    @property
+    def ask_ahead(self) -> int | None:
+        """Trials worth handing out now over every open phase (see ``SearchSource.ask_ahead``); None if any is unknown."""
+        total = 0
+        for st in self.states:
+            if st.current == DONE:
+                continue
+            n = st.phases[st.current].source.ask_ahead
+            if n is None:
+                return None
+            total += n
+        return total
 
     @property
     def is_finished(self) -> bool:

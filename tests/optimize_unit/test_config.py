@@ -23,6 +23,7 @@ ENV_VALUES = {
     "max_retries": ("0", 0),
     "health_check_interval_s": ("2.5", 2.5),
     "worker_start_timeout_s": ("30", 30.0),
+    "kernel_memory_mb": ("64", 64.0),
     "return_daily_returns": ("off", False),
 }
 
