@@ -89,6 +89,10 @@ _HUGE = 1e300
 _trunc = math.trunc
 
 
+#: Class attributes that configure how a sweep runs the strategy, never swept as parameters.
+SWEEP_SETTINGS = frozenset({"route_by"})
+
+
 class TradingAlgorithm:
     """Base class of strategies. Override ``initialize`` and ``handle_data``; optionally
     ``before_trading_start`` and ``analyze``.
@@ -123,13 +127,18 @@ class TradingAlgorithm:
 
     @classmethod
     def parameters(cls) -> dict[str, Any]:
-        """Parameter names and defaults: public, non-callable class attributes of the strategy."""
+        """Parameter names and defaults: public, non-callable class attributes of the strategy.
+
+        ``route_by`` (which parameters pick a trial's worker, see
+        ``cluster.protocol.route_for``) is a setting of the sweep, not a parameter.
+        """
         out: dict[str, Any] = {}
         for klass in reversed(cls.__mro__):
             if klass is object or klass is TradingAlgorithm:
                 continue
             for name, value in vars(klass).items():
-                if name.startswith("_") or callable(value) or isinstance(value, (property, classmethod, staticmethod)):
+                if (name.startswith("_") or name in SWEEP_SETTINGS or callable(value)
+                        or isinstance(value, (property, classmethod, staticmethod))):
                     continue
                 out[name] = value
         return out

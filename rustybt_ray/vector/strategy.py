@@ -20,6 +20,10 @@ bar ``t``'s portfolio value and fills at bar ``t + 1``. Indicators (``self.sma``
 ``self.ema``, ...) are trailing and served from the worker's :class:`ArrayCache`, so
 trials sharing a window compute it once.
 
+In a sweep, ``route_by = "slow"`` (a parameter name, or a tuple of them) sends the
+trials that share those parameters to one worker, so the indicator they pick is
+computed once per sweep rather than once per worker.
+
 ``VectorStrategy`` subclasses :class:`TradingAlgorithm`: parameters and their
 pinning are the event engine's, and ``run_algorithm`` (so every sweep) runs a
 ``VectorStrategy`` unchanged through the event loop, one ``order_target_percents``
