@@ -52,6 +52,8 @@ class WorkerPool:
             (``enable_bundle_pooling=False``: a store that pools nothing).
         n_jobs: synonym of ``n_workers`` (the guide's ``PersistentWorkerPool(n_jobs=8)``).
         ping_timeout_s: seconds a worker has to answer :meth:`health_check`.
+        warm_kernel: each actor loads the compiled vectorized kernel in the background as it
+            starts (a pool for ``VectorStrategy`` sweeps; ``ParallelOptimizer`` sets it).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class WorkerPool:
         store: BundleStore | None = None,
         n_jobs: int | None = None,
         ping_timeout_s: float = DEFAULT_PING_TIMEOUT_S,
+        warm_kernel: bool = False,
     ) -> None:
         from rustybt_ray.config import OptimizationConfig  # lazy: keep cluster importable on its own
 
@@ -99,6 +102,7 @@ class WorkerPool:
                               stacklevel=2)
         self.store = store if store is not None else self._store_for(self.config)
         self.ping_timeout_s = float(ping_timeout_s)
+        self.warm_kernel = bool(warm_kernel)
         self.workers: dict[int, Any] = {}
         self._specs: dict[str, JobSpec] = {}
         self._ids = itertools.count()
@@ -119,7 +123,7 @@ class WorkerPool:
         wid = next(self._ids)
         # SPREAD: one actor per node before doubling up, so a sweep uses every node.
         actor = BacktestWorkerActor.options(scheduling_strategy="SPREAD", num_cpus=self.cpus_per_worker).remote(
-            wid, self.config.cache_size_bytes, self.config.lru_maxsize, self.config.enable_caching
+            wid, self.config.cache_size_bytes, self.config.lru_maxsize, self.config.enable_caching, self.warm_kernel
         )
         self.workers[wid] = actor
         return wid

@@ -13,6 +13,7 @@ the vectorized kernel instead, many per call (:func:`run_vector_trials`).
 from __future__ import annotations
 
 import os
+import threading
 import time
 import traceback
 from typing import Any
@@ -32,13 +33,28 @@ from rustybt_ray.vector.run import run_vector_batch, simulate_vector
 class BacktestWorker:
     """Runs trials of prepared jobs; meant to be wrapped with ``ray.remote`` (see :data:`BacktestWorkerActor`)."""
 
-    def __init__(self, worker_id: int, cache_bytes: int, cache_entries: int, enable_caching: bool = True) -> None:
+    def __init__(self, worker_id: int, cache_bytes: int, cache_entries: int, enable_caching: bool = True,
+                 warm_kernel: bool = False) -> None:
         self.worker_id = worker_id
+        self.kernel_warm_s: float | None = None
+        if warm_kernel:
+            # Importing numba and loading the compiled kernel from its disk cache costs ~1 s per
+            # process; done here in the background it overlaps the pool's start and the job's
+            # preparation instead of delaying the first batch.
+            threading.Thread(target=self._warm, name="warm-kernel", daemon=True).start()
         self.cache = ArrayCache(max_bytes=cache_bytes, max_entries=cache_entries, enabled=enable_caching)
         self._jobs: dict[str, JobSpec] = {}
         self._bundles: dict[str, Bundle] = {}
         self.trials_run = 0
         self.kernel_calls: list[int] = []  # trials per vectorized kernel call, in order (tests, benchmarks)
+
+    def _warm(self) -> None:
+        try:
+            from rustybt_ray.vector.compiled import warm
+
+            self.kernel_warm_s = warm()
+        except Exception:  # noqa: BLE001 - only a head start: the first batch loads (and reports) it again
+            self.kernel_warm_s = float("nan")
 
     def info(self) -> dict[str, Any]:
         """Process id, node id and worker id (for health checks and tests)."""
@@ -47,6 +63,7 @@ class BacktestWorker:
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),
             "trials_run": self.trials_run,
+            "kernel_warm_s": self.kernel_warm_s,
             "bundles": sorted(self._bundles),
             "kernel_calls": len(self.kernel_calls),
         }

@@ -116,7 +116,7 @@ class SweepSession:
 
         ship_by_value(self.strategy)
         self.pool = self._borrowed if self._borrowed is not None else WorkerPool(
-            self._n_jobs, self.config, address=self._address)
+            self._n_jobs, self.config, address=self._address, warm_kernel=_is_vector(self.strategy))
         _last_pool = weakref.ref(self.pool)
         try:
             ref = self.pool.store.put(self.bundle)
@@ -241,3 +241,9 @@ def progress_bar(enabled: bool, total: int | None, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="trial", leave=True, mininterval=0.5)
+
+
+def _is_vector(strategy: type) -> bool:
+    from rustybt_ray.vector.strategy import VectorStrategy
+
+    return isinstance(strategy, type) and issubclass(strategy, VectorStrategy)

@@ -333,6 +333,25 @@ def _kernel(weights, marks, ref_all, capital, buy, sell, per_share, min_cost, pe
     return OK, n_trips, n_fills, 0, value, gross, traded, n_tx, trips, trip_pnl, n_open, fills
 
 
+def _readonly(a: np.ndarray) -> np.ndarray:
+    # Bundles from Ray's object store are read-only, local ones writable: numba compiles (and
+    # caches) one specialization per flag, so pass every price array read-only and compile once.
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+def warm() -> float:
+    """Load (or compile) the kernel now with a tiny run; the seconds it took. Workers call it when they start."""
+    import time
+
+    t = time.perf_counter()
+    simulate_compiled(np.zeros((2, 1, 1)), np.ones((2, 1)), np.ones((2, 1)), 1.0, (1.0, 1.0, 0.0, 0.0, 0.0), False)
+    return time.perf_counter() - t
+
+
 def simulate_compiled(weights: np.ndarray, marks: np.ndarray, ref: np.ndarray, capital: float,
                       costs: tuple[float, float, float, float, float], record_fills: bool) -> tuple:
     """Run the compiled loop; ``(status, bar, trial, asset, value, gross, traded, n_tx, trips, trip_pnl, n_open,
@@ -343,9 +362,8 @@ def simulate_compiled(weights: np.ndarray, marks: np.ndarray, ref: np.ndarray, c
     """
     buy, sell, per_share, min_cost, per_dollar = costs
     n, K, N = weights.shape
-    args = (np.ascontiguousarray(weights, dtype=np.float64), np.ascontiguousarray(marks), np.ascontiguousarray(ref),
-            float(capital), float(buy), float(sell), float(per_share), float(min_cost), float(per_dollar),
-            bool(record_fills))
+    args = (np.ascontiguousarray(weights, dtype=np.float64), _readonly(marks), _readonly(ref), float(capital),
+            float(buy), float(sell), float(per_share), float(min_cost), float(per_dollar), bool(record_fills))
     # Round trips per trial and asset as seen so far in this process (a sweep repeats its
     # strategy), with a margin: a rerun for lack of room costs a whole pass.
     trip_cap = max(1024, int(K * N * _TRIPS_SEEN[0] * 1.25) + 64)

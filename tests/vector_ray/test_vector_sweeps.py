@@ -105,6 +105,26 @@ def test_results_do_not_depend_on_the_worker_count(grid, ray_session, demo):
     assert single.trials["worker"].n_unique() == 1
 
 
+def test_a_warm_pool_loads_the_kernel_as_it_starts_and_gives_the_same_results(grid, ray_session, demo):
+    import time
+
+    import ray
+
+    res, _, _ = grid
+    with WorkerPool(2, warm_kernel=True) as warm:
+        deadline = time.monotonic() + 120
+        while True:
+            infos = ray.get([a.info.remote() for a in warm.workers.values()])
+            if all(i["kernel_warm_s"] is not None for i in infos) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert all(np.isfinite(i["kernel_warm_s"]) and i["kernel_calls"] == 0 for i in infos), infos
+        opt = ParallelOptimizer(GridSearchAlgorithm(sma_space()), pool=warm, progress=False)
+        again = opt.run(SmaCrossoverVector, demo, START, END)
+    cols = ["number", "fast", "slow", *METRICS]
+    assert again.trials.select(cols).equals(res.trials.select(cols))
+
+
 def test_random_search_mean_reversion(pool, demo):
     space = ParameterSpace([DiscreteParameter("window", 10, 40, 5), ContinuousParameter("entry", 1.0, 2.5),
                             ContinuousParameter("exit_band", 0.1, 0.5)])
