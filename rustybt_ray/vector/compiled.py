@@ -294,10 +294,13 @@ def _kernel(weights, marks, ref_all, capital, buy, sell, per_share, min_cost, pe
             value[j, k] = c_k + np_sum(pmrow)
             gross[j, k] = np_sum(absrow)
             pv = c_k + v
+            pv_finite = np.isfinite(pv)
             for a in range(N):
                 w = weights[j, k, a]
                 if np.isnan(w):
                     continue
+                if w == 0.0 and pv_finite and pos[k, a] + psum[k, a] == 0.0:
+                    continue  # flat and staying flat: x is exactly 0 (the division below is the loop's costliest step)
                 if listed[a]:
                     x = w * pv / marks[j, a] - (pos[k, a] + psum[k, a])
                 elif w != 0.0:
