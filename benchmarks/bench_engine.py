@@ -42,6 +42,7 @@ from rustybt_ray.examples.sma_crossover import SmaCrossover, SmaCrossoverCached,
 
 SYMBOLS = ["AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA", "TSLA", "SPY"]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mag7_daily_yf_2005_2025"
+SP500 = SHARED.parent / "sp500_daily_yf_2005_2025"
 FAST, SLOW, CAPITAL = 10, 50, 1_000_000.0
 BPS, PER_SHARE = 5.0 / 10_000.0, 0.001
 
@@ -61,6 +62,28 @@ def load_workload() -> tuple[Bundle, str]:
         ingest_bundle("mag7", src, root=root)
         return load_bundle("mag7", root=root), str(SHARED)
     return load_bundle("demo"), "embedded demo bundle (../shared absent)"
+
+
+def load_sp500(symbols: list[str] | None = None) -> tuple[Bundle, str] | None:
+    """``symbols`` (default all ~500) of ``../shared/data/sp500_daily_yf_2005_2025``, ingested as
+    :func:`load_workload` ingests the mag-7 set; ``None`` when the set is absent.
+
+    Lenient: the set has one bad row (HUBB, open below low), which a strict ingest refuses.
+    """
+    if not SP500.is_dir():
+        return None
+    files = {p.name[: -len(".csv.gz")]: p for p in SP500.glob("*.csv.gz")}
+    wanted = sorted(files) if symbols is None else list(symbols)
+    missing = [s for s in wanted if s not in files]
+    if missing:
+        raise FileNotFoundError(f"{SP500} has no {', '.join(missing)}")
+    root = tempfile.mkdtemp(prefix="rbt-bench-sp500-")
+    src = Path(root) / "csv"
+    src.mkdir()
+    for s in wanted:
+        os.symlink(files[s], src / f"{s}.csv.gz")
+    ingest_bundle("sp500", src, root=root, lenient=True)
+    return load_bundle("sp500", root=root), str(SP500)
 
 
 def lean_loop(b: Bundle) -> float:
