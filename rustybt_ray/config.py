@@ -63,13 +63,15 @@ class OptimizationConfig:
     The overfitting statistics (PBO needs every trial's returns) and the equity plots
     use them; turn off for sweeps of ~100k trials over long histories, where they
     would take gigabytes on the driver."""
-    kernel_memory_mb: float = 256.0
+    kernel_memory_mb: float = 64.0
     """Bound, in MiB, of one vectorized kernel call's working set on a worker.
 
-    A :class:`~rustybt_ray.vector.VectorStrategy` sweep runs many trials per kernel call
-    (the per-trial cost falls with their number); this bounds how many, by
-    :func:`rustybt_ray.vector.budget.trials_per_call`. About 0.75 MiB per trial for 20
-    years of 8 daily assets, so 256 MiB holds ~340 such trials."""
+    A :class:`~rustybt_ray.vector.VectorStrategy` sweep runs many trials per kernel call;
+    this bounds how many, by :func:`rustybt_ray.vector.budget.trials_per_call`: about
+    0.75 MiB per trial for 20 years of 8 daily assets, so 64 MiB holds ~85 such trials.
+    The compiled kernel's cost per trial hardly depends on that number (0.19-0.22 µs per
+    bar and trial from 1 to 512 trials a call, ``benchmarks/RESULTS.md``), so a small
+    budget costs only Ray's ~1 ms per call, and keeps two workers' peaks in the tens of MiB."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -1,8 +1,9 @@
 """How many trials one kernel call may hold: the byte budget of a vectorized batch.
 
-The kernel's memory grows linearly with the trials ``K`` of one call, and its
-per-trial time falls with ``K`` (every bar costs a fixed number of NumPy calls
-whatever ``K``), so a worker wants ``K`` as large as its memory allows. The budget is
+The kernel's memory grows linearly with the trials ``K`` of one call. Its per-trial
+time falls with ``K`` in the NumPy loop (every bar costs a fixed number of NumPy
+calls whatever ``K``) and hardly moves in the compiled one, where ``K`` only spreads
+Ray's per-call cost; either way ``K`` is what the budget allows. The budget is
 ``OptimizationConfig.kernel_memory_mb`` (``RUSTYBT_KERNEL_MEMORY_MB``); the
 :class:`~rustybt_ray.cluster.protocol.JobSpec` carries it to the workers, which size
 each call with :func:`trials_per_call`.

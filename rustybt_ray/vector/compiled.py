@@ -43,6 +43,8 @@ OK, BAD_SHARES, NO_PRICE, QUEUE_FULL = 0, 1, 2, 3
 
 #: Most round trips per trial and asset seen by this process: sizes the next call's trip table.
 _TRIPS_SEEN = [8.0]
+#: Most fills per bar, trial and asset seen by this process (when fills are recorded).
+_FILLS_SEEN = [0.25]
 
 
 def cost_numbers(commission: CommissionModel, slippage: SlippageModel) -> tuple[float, float, float, float,
@@ -370,13 +372,15 @@ def simulate_compiled(weights: np.ndarray, marks: np.ndarray, ref: np.ndarray, c
     # Round trips per trial and asset as seen so far in this process (a sweep repeats its
     # strategy), with a margin: a rerun for lack of room costs a whole pass.
     trip_cap = max(1024, int(K * N * _TRIPS_SEEN[0] * 1.25) + 64)
-    fill_cap = max(1024, n * K * min(N, 2)) if record_fills else 0
+    fill_cap = max(1024, int(n * K * N * _FILLS_SEEN[0] * 1.25) + 64) if record_fills else 0
     out = _kernel(*args, trip_cap, fill_cap)
     if out[0] == OK and (out[1] > trip_cap or out[2] > fill_cap):
         trip_cap, fill_cap = max(trip_cap, out[1]), max(fill_cap, out[2])
         out = _kernel(*args, trip_cap, fill_cap)
     if out[0] == OK:
         _TRIPS_SEEN[0] = max(_TRIPS_SEEN[0], out[1] / (K * N))
+        if record_fills:
+            _FILLS_SEEN[0] = max(_FILLS_SEEN[0], out[2] / (n * K * N))
     if out[0] != OK:
         return out
     status, n_trips, n_fills = out[:3]

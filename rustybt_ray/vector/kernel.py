@@ -32,6 +32,7 @@ checks that both give the same values, fills and round trips bit for bit.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -42,10 +43,19 @@ from rustybt_ray.engine.shares import round_shares_array
 from rustybt_ray.errors import OrderError, WeightsError
 from rustybt_ray.metrics import RoundTrips
 
-try:  # numba is a dependency; without it (a broken install) every call takes the NumPy path
-    from rustybt_ray.vector import compiled as _compiled
-except ImportError:  # pragma: no cover - exercised only without numba
-    _compiled = None  # type: ignore[assignment]
+_COMPILED: list[Any] = []  # the compiled module, or None without numba; imported on first use
+
+
+def _compiled_module() -> Any:
+    # Imported when a kernel first runs, not with the package: numba and the loaded machine
+    # code cost ~110 MB per process, which a sweep's driver (it never simulates) need not pay.
+    if not _COMPILED:
+        try:
+            from rustybt_ray.vector import compiled
+        except ImportError:  # pragma: no cover - numba is a dependency; a broken install takes NumPy
+            compiled = None
+        _COMPILED.append(compiled)
+    return _COMPILED[0]
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,7 @@ def simulate(
                            f"got {weights.shape}")
     if engine not in ("auto", "compiled", "numpy"):
         raise WeightsError(f"engine must be 'auto', 'compiled' or 'numpy', got {engine!r}")
+    _compiled = _compiled_module() if engine != "numpy" else None
     costs = _compiled.cost_numbers(commission, slippage) if _compiled is not None else None
     if engine == "compiled" and costs is None:
         raise WeightsError(
@@ -131,6 +142,7 @@ def _simulate_compiled(bundle: Bundle, weights: np.ndarray, i0: int, i1: int, ca
     K = weights.shape[1]
     marks = bundle.price[i0:i1]
     ref = (bundle.open if fill_price == "open" else bundle.close)[i0:i1]
+    _compiled = _compiled_module()
     (status, j, _k, a, value, gross, traded, n_tx, trips, trip_pnl, n_open,
      fills) = _compiled.simulate_compiled(weights, marks, ref, capital, costs, record_fills)
     if status == _compiled.NO_PRICE:

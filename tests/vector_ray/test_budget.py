@@ -44,8 +44,8 @@ def test_trials_per_call_refuses_bad_sizes(args):
 
 
 def test_config_field_and_environment():
-    assert OptimizationConfig().kernel_memory_mb == 256.0
-    assert OptimizationConfig().kernel_memory_bytes == 256 << 20
+    assert OptimizationConfig().kernel_memory_mb == 64.0
+    assert OptimizationConfig().kernel_memory_bytes == 64 << 20
     cfg = OptimizationConfig.from_env({"RUSTYBT_KERNEL_MEMORY_MB": "64"})
     assert cfg.kernel_memory_mb == 64.0 and cfg.kernel_memory_bytes == 64 << 20
     assert OptimizationConfig(kernel_memory_mb=1e-9).kernel_memory_bytes == 1  # never 0 bytes

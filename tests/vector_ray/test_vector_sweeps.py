@@ -58,7 +58,7 @@ def test_grid_equals_the_event_path_with_returns(grid, demo):
 
 def test_grid_goes_as_one_big_batch_per_worker(grid, demo):
     res, stats, calls = grid
-    expected_k = min(256, trials_per_call(demo.calendar.shape[0], len(demo.assets), 256 << 20))
+    expected_k = min(256, trials_per_call(demo.calendar.shape[0], len(demo.assets), 64 << 20))
     assert stats.kernel_trials == expected_k
     assert stats.batch_sizes == [8, 8]  # ceil(16 / 2 workers) from the first batch, not 1, 1, 2, ...
     assert sorted(calls) == [8, 8]  # and each batch is one kernel call
