@@ -213,7 +213,7 @@ def ray_sweeps(b: Bundle, quick: bool, repeats: int) -> dict[str, Any]:
     # address="local": a fresh private Ray, never a cluster another process started.
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     config = OptimizationConfig()
-    pool = WorkerPool(2, config)
+    pool = WorkerPool(2, config, warm_kernel=True)  # as ParallelOptimizer starts its own pool for a VectorStrategy
     pool.info()  # actors up, package imported
     out: dict[str, Any] = {"ray_startup_s": round(time.perf_counter() - t0, 3)}
 

@@ -56,3 +56,18 @@ def test_optimize_a_vector_strategy_from_a_sweep_file(tmp_path: Path):
         assert grp["duration_s"].n_unique() == 1  # batched: a kernel call's wall shared by its trials
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and 0.0 <= summary["overfitting"]["pbo"] <= 1.0
+
+
+def test_run_a_vector_strategy(tmp_path: Path):
+    # `rustybt-ray run` takes a VectorStrategy unchanged; its numbers are the kernel's.
+    from rustybt_ray.vector import run_vector
+
+    run = subprocess.run([sys.executable, "-m", "rustybt_ray", "run", "rustybt_ray.examples.sma_crossover:"
+                          "SmaCrossoverVector", "--bundle", "demo", "--start", "2016-01-01", "--end", "2018-12-31",
+                          "--param", "fast=15", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout)
+    metrics = got.get("metrics", got)
+    want, _ = run_vector(SmaCrossoverVector, load_bundle("demo"), "2016-01-01", "2018-12-31", params={"fast": 15})
+    assert_metrics_close(metrics, want, what="rustybt-ray run")
+    assert want["n_transactions"] > 0
