@@ -371,7 +371,7 @@ def simulate_compiled(weights: np.ndarray, marks: np.ndarray, ref: np.ndarray, c
             float(buy), float(sell), float(per_share), float(min_cost), float(per_dollar), bool(record_fills))
     # Round trips per trial and asset as seen so far in this process (a sweep repeats its
     # strategy), with a margin: a rerun for lack of room costs a whole pass.
-    trip_cap = max(1024, int(K * N * _TRIPS_SEEN[0] * 1.25) + 64)
+    trip_cap = max(1024, int(K * N * max(_TRIPS_SEEN[0], n / 64) * 1.25) + 64)
     fill_cap = max(1024, int(n * K * N * _FILLS_SEEN[0] * 1.25) + 64) if record_fills else 0
     out = _kernel(*args, trip_cap, fill_cap)
     if out[0] == OK and (out[1] > trip_cap or out[2] > fill_cap):

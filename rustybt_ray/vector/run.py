@@ -24,8 +24,6 @@ from rustybt_ray.metrics import compute_metrics, returns_from_values
 from rustybt_ray.vector.kernel import simulate
 from rustybt_ray.vector.strategy import VectorStrategy, checked_weights, make_instance
 
-#: Trials per kernel call by default: (bars x K x assets) float64 weights are the largest array.
-DEFAULT_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -129,17 +127,26 @@ def run_vector_batch(
     fill_price: str = "open",
     cache: ArrayCache | None = None,
     with_returns: bool = False,
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: int | None = None,
     engine: str = "auto",
 ) -> list[tuple[dict[str, float], np.ndarray | None]]:
     """Many trials of one strategy, ``batch_size`` per kernel call; ``(metrics, returns or None)`` per trial, in order.
 
+    ``batch_size`` defaults to what ``OptimizationConfig.kernel_memory_mb`` allows
+    (``RUSTYBT_KERNEL_MEMORY_MB``; :func:`~rustybt_ray.vector.budget.trials_per_call`).
     ``engine``: ``"auto"`` (the compiled kernel where the cost models allow, else
     NumPy), ``"compiled"`` or ``"numpy"`` (see :func:`~rustybt_ray.vector.kernel.simulate`).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise StrategyError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise StrategyError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
     b, i0, i1 = _check(strategy, bundle, start, end, capital_base, fill_price)
+    if batch_size is None:
+        from rustybt_ray.config import OptimizationConfig
+        from rustybt_ray.vector.budget import trials_per_call
+
+        batch_size = trials_per_call(i1 - i0, len(b.assets), OptimizationConfig.from_env().kernel_memory_bytes,
+                                     history_bars=b.calendar.shape[0])
     capital = float(capital_base)
     out: list[tuple[dict[str, float], np.ndarray | None]] = []
     params_list = list(params_list)

@@ -136,3 +136,23 @@ def test_no_look_ahead(seed, cut, strategy):
     r2 = simulate_vector(strategy, other, params_list=[params])[0]
     np.testing.assert_array_equal(r1.weights[: cut + 1], r2.weights[: cut + 1])
     np.testing.assert_array_equal(r1.value[: cut + 1], r2.value[: cut + 1])
+
+
+def test_default_batch_size_follows_the_memory_budget(demo_bundle, monkeypatch):
+    from rustybt_ray.vector import run as run_mod
+    from rustybt_ray.vector.budget import trial_bytes
+
+    calls: list[int] = []
+    real = run_mod.simulate
+    monkeypatch.setattr(run_mod, "simulate", lambda *a, **k: calls.append(a[1].shape[1]) or real(*a, **k))
+    i0 = int(np.searchsorted(demo_bundle.calendar, np.datetime64("2020-01-01")))
+    n, N, T = demo_bundle.calendar.shape[0] - i0, len(demo_bundle.assets), demo_bundle.calendar.shape[0]
+    monkeypatch.setenv("RUSTYBT_KERNEL_MEMORY_MB", repr(3.5 * trial_bytes(n, N, history_bars=T) / 2**20))
+    grid = [{"fast": f, "slow": 40} for f in range(3, 10)]
+    small = run_vector_batch(SmaCrossoverVector, demo_bundle, "2020-01-01", None, 1e6, grid)
+    assert calls == [3, 3, 1]
+    monkeypatch.delenv("RUSTYBT_KERNEL_MEMORY_MB")
+    calls.clear()
+    big = run_vector_batch(SmaCrossoverVector, demo_bundle, "2020-01-01", None, 1e6, grid)
+    assert calls == [7]
+    assert [m for m, _ in small] == [m for m, _ in big]
