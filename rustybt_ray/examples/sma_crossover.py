@@ -42,6 +42,28 @@ class SmaCrossoverDataFrame(SmaCrossover):
             self.order_target_percent(asset, weight if fast_ma[asset] > slow_ma[asset] else 0.0)
 
 
+class SmaCrossoverNatural(SmaCrossover):
+    """The same rules as strategy authors often write them: ``np.nanmean`` windows, ``data.can_trade`` per asset.
+
+    It skips assets without a bar, and averages what a window holds (a window reaching
+    before an asset's listing averages the bars it has, where :class:`SmaCrossover` sees
+    NaN and stays out). On data without missing bars the two are the same strategy. The
+    benchmarks use it as the event path's "what users write" speed.
+    """
+
+    def handle_data(self, data: BarData) -> None:
+        """Rebalance every tradable asset to its target weight."""
+        closes = data.history(self.assets, "close", self.slow, "1d", return_type="array")
+        weight = 1.0 / len(self.assets)
+        for i, asset in enumerate(self.assets):
+            if not data.can_trade(asset):
+                continue
+            window = closes[:, i]
+            fast_ma = np.nanmean(window[-self.fast :])
+            slow_ma = np.nanmean(window)
+            self.order_target_percent(asset, weight if fast_ma > slow_ma else 0.0)
+
+
 class SmaCrossoverCached(SmaCrossover):
     """The same rules with both moving averages from the worker's array cache.
 
