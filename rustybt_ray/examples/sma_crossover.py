@@ -7,6 +7,8 @@ Run it with ``rustybt-ray run rustybt_ray.examples.sma_crossover:SmaCrossover``.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from rustybt_ray.engine import TradingAlgorithm
@@ -54,14 +56,14 @@ class SmaCrossoverNatural(SmaCrossover):
     def handle_data(self, data: BarData) -> None:
         """Rebalance every tradable asset to its target weight."""
         closes = data.history(self.assets, "close", self.slow, "1d", return_type="array")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a column not listed yet: "Mean of empty slice"
+            fast_ma = np.nanmean(closes[-self.fast :], axis=0)
+            slow_ma = np.nanmean(closes, axis=0)
         weight = 1.0 / len(self.assets)
-        for i, asset in enumerate(self.assets):
-            if not data.can_trade(asset):
-                continue
-            window = closes[:, i]
-            fast_ma = np.nanmean(window[-self.fast :])
-            slow_ma = np.nanmean(window)
-            self.order_target_percent(asset, weight if fast_ma > slow_ma else 0.0)
+        for asset, f, s in zip(self.assets, fast_ma, slow_ma):
+            if data.can_trade(asset):
+                self.order_target_percent(asset, weight if f > s else 0.0)
 
 
 class SmaCrossoverCached(SmaCrossover):

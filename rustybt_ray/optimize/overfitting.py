@@ -263,6 +263,12 @@ def _sharpe(
     return mean
 
 
+def constant_columns(returns_matrix: np.ndarray) -> np.ndarray:
+    """Boolean per column of a bars x trials matrix: True where the returns are constant (no Sharpe ratio)."""
+    arr = _check_matrix(returns_matrix, 1)
+    return ~np.isfinite(_column_sharpes(arr))
+
+
 def _column_sharpes(arr: np.ndarray) -> np.ndarray:
     x = arr - arr[0]
     return _sharpe(x.sum(axis=0), (x * x).sum(axis=0), arr.shape[0], arr[0])

@@ -73,6 +73,15 @@ def dry_run(strategy: type[TradingAlgorithm], b: Bundle, i0: int, space: Paramet
     be assigned in ``initialize``). Any other exception of that one bar is left to the
     trials, which report their own errors.
     """
+    if space is not None:
+        from rustybt_ray.metrics import METRIC_DIRECTIONS
+
+        clash = sorted(set(space.names) & set(METRIC_DIRECTIONS))
+        if clash:
+            # The results table has one column per parameter and per metric: caught here,
+            # not after the whole sweep has run and its table is built.
+            raise SearchSpaceError(f"parameter name {clash[0]!r} is also a metric (a column of the results "
+                                   f"table); rename the parameter (e.g. {clash[0] + '_param'!r})")
     if space is None or not space.unconfirmed_names(strategy):
         return
     # Any point of the space will do: only the names are checked here.

@@ -228,11 +228,13 @@ class OptimizationResult:
         Uses every complete trial's per-bar returns (kept when
         ``OptimizationConfig.return_daily_returns`` is on, the default) and the true
         number of trials tried: complete and pruned, distinct parameter sets
-        (``n_with_returns`` says how many of them had whole returns for the PBO). Sharpe values in the report are per bar;
+        (``n_with_returns`` says how many of them had whole returns for the PBO; trials whose
+        returns are constant, such as one that never trades, have no Sharpe ratio: they are left
+        out of the matrix, counted in ``n_constant_returns``, and still deflate the best). Sharpe values in the report are per bar;
         ``sharpe_annual`` is the best trial's, annualised with the bundle's bars per year.
         """
         from rustybt_ray.errors import OverfittingError
-        from rustybt_ray.optimize.overfitting import overfitting_report
+        from rustybt_ray.optimize.overfitting import constant_columns, overfitting_report
 
         key = ("overfitting", n_splits)
         cached = self.__dict__.setdefault("_cache", {}).get(key)
@@ -253,6 +255,18 @@ class OptimizationResult:
         matrix = np.column_stack([np.asarray(self.returns[n], dtype=np.float64) for n in numbers])
         # A bar with no return yet (NaN before the first valuation) carries no information.
         matrix = np.nan_to_num(matrix, nan=0.0)
+        # A trial that never trades has constant returns and no Sharpe ratio: it cannot be
+        # selected, so it leaves the matrix, but it was tried, so it still deflates (n_tried).
+        flat = constant_columns(matrix)
+        if flat.any():
+            if flat[numbers.index(best["number"])]:
+                raise OverfittingError(f"the best trial (#{best['number']}) has constant returns (it never traded?): "
+                                       "its Sharpe ratio, hence the DSR, is undefined")
+            matrix = matrix[:, ~flat]
+            numbers = [n for n, f in zip(numbers, flat.tolist()) if not f]
+            if len(numbers) < 2:
+                raise OverfittingError(f"overfitting statistics need at least 2 trials whose returns vary, got "
+                                       f"{len(numbers)} ({int(flat.sum())} have constant returns)")
         report = overfitting_report(matrix, numbers=numbers, best=numbers.index(best["number"]), n_splits=n_splits)
         # The DSR deflates by every trial *tried*, not only those that ran to the end:
         # pruned trials were candidates too. Count distinct parameter sets (a repeat
@@ -265,6 +279,7 @@ class OptimizationResult:
             d = deflated_sharpe_ratio(matrix[:, numbers.index(best["number"])], n_tried, report["sharpe_variance"])
             report.update(n_trials=n_tried, expected_max_sharpe=d.expected_max_sharpe, dsr=d.dsr)
         report["n_with_returns"] = len(numbers)
+        report["n_constant_returns"] = int(flat.sum())
         ppy = self.meta.get("periods_per_year")
         report["sharpe_annual"] = report["sharpe"] * math.sqrt(ppy) if ppy else math.nan
         self._cache[key] = report

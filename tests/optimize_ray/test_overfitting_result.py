@@ -76,3 +76,29 @@ def test_pruned_trials_count_as_tried_in_the_deflation(ray_session):
     r = np.nan_to_num(result.returns[best].astype(np.float64))
     expected = deflated_sharpe_ratio(r, len(result), report["sharpe_variance"])
     assert report["dsr"] == pytest.approx(expected.dsr, rel=1e-12)
+
+
+class _ScaledSma(SmaCrossover):
+    """SMA crossover at ``scale`` of its weights: ``scale=0`` never trades (constant, zero returns)."""
+
+    scale = 1.0
+
+    def order_target_percent(self, asset, target, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        return super().order_target_percent(asset, target * self.scale, *args, **kwargs)
+
+
+def test_trials_that_never_trade_leave_the_matrix_but_still_deflate(ray_session):
+    sp = ParameterSpace([DiscreteParameter("fast", 5, 15, 5), DiscreteParameter("slow", 40, 80, 40),
+                         DiscreteParameter("scale", 0, 1, 1)])
+    result = ParallelOptimizer(sp, n_jobs=2, progress=False).run(_ScaledSma, "demo", START, END)
+    report = result.overfitting(n_splits=4)
+    rows = sorted(result.trials.iter_rows(named=True), key=lambda r: r["number"])
+    live = [r["number"] for r in rows if r["scale"] == 1]
+    assert report["n_constant_returns"] == len(rows) - len(live) == 6
+    assert report["n_with_returns"] == len(live) and report["n_trials"] == len(rows) == 12
+    matrix = np.column_stack([np.nan_to_num(np.asarray(result.returns[n], dtype=np.float64)) for n in live])
+    sharpes = matrix.mean(axis=0) / matrix.std(axis=0, ddof=1)
+    best = live.index(result.best["number"])
+    want = deflated_sharpe_ratio(matrix[:, best], len(rows), float(np.var(sharpes, ddof=1)))
+    assert report["dsr"] == pytest.approx(want.dsr, rel=1e-9)
+    assert report["pbo"] == probability_of_backtest_overfitting(matrix, n_splits=4).pbo

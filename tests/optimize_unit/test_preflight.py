@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent("""
                                       WalkForwardOptimizer, WindowConfig)
 
     case, kind = sys.argv[1], sys.argv[2]
-    names = ["fast", "slow"] if case != "unknown_param" else ["fast", "slowww"]
+    names = {"unknown_param": ["fast", "slowww"], "param_is_metric": ["fast", "exposure"]}.get(case, ["fast", "slow"])
     space = ParameterSpace([DiscreteParameter(names[0], 5, 10, 5), DiscreteParameter(names[1], 30, 60, 30)])
     args = {"bundle": "demo", "start": "2016-01-01", "end": "2018-12-31", "capital_base": 100_000.0,
             "objective": "sharpe"}
@@ -31,6 +31,7 @@ SCRIPT = textwrap.dedent("""
         "capital_string": {"capital_base": "abc"},
         "objective_no_metric": {"objective": "sharp"},
         "unknown_param": {},
+        "param_is_metric": {},
         "unknown_bundle": {"bundle": "no_such_bundle_xyz"},
     }[case])
     try:
@@ -57,6 +58,7 @@ CASES = {
     "capital_string": "capital_base",
     "objective_no_metric": "unknown objective",
     "unknown_param": "slowww",
+    "param_is_metric": "'exposure' is also a metric",
     "unknown_bundle": "no_such_bundle_xyz",
 }
 
