@@ -54,6 +54,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_optuna import buckets, instrument  # noqa: E402
+from bench_vector import tree_rss_bytes as tree_rss  # noqa: E402  (driver + Ray's processes)
 
 from rustybt_ray.data import Bundle, load_bundle  # noqa: E402
 from rustybt_ray.examples.sma_crossover import SmaCrossoverVector  # noqa: E402
@@ -132,24 +133,6 @@ def object_store() -> dict[str, Any]:
             "percent_full": float(m.group(3)) if m else None,
             "fallback_mmap_mb": int(fallback.group(1)) if fallback else 0,
             "spilled_mb": int(spilled.group(1)) if spilled else 0}
-
-
-def tree_rss(root_pid: int) -> int:
-    """RSS of ``root_pid`` plus all its descendants (Ray's GCS, raylet, workers): as bench_vector.py."""
-    import psutil
-
-    try:
-        me = psutil.Process(root_pid)
-        procs = [me, *me.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:  # exited between listing and reading
-            pass
-    return total
 
 
 class Sampler:

@@ -105,7 +105,7 @@ def clock(fn: Callable[[], Any], repeats: int = 1) -> float:
     return statistics.median(out)
 
 
-def _tree_rss_bytes(root_pid: int) -> int:
+def tree_rss_bytes(root_pid: int) -> int:
     """RSS of ``root_pid`` plus all its descendants (psutil, else /proc)."""
     try:
         import psutil
@@ -182,7 +182,7 @@ class RssSampler:
     def _run(self) -> None:
         pid = os.getpid()
         while not self._stop.is_set():
-            self.peak = max(self.peak, _tree_rss_bytes(pid))
+            self.peak = max(self.peak, tree_rss_bytes(pid))
             if self.pss:
                 self.peak_pss = max(self.peak_pss, _tree_pss_bytes(pid))
             self.samples += 1
@@ -195,7 +195,7 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _tree_rss_bytes(os.getpid()))
+        self.peak = max(self.peak, tree_rss_bytes(os.getpid()))
 
 
 def _mb(n_bytes: float) -> float:
@@ -274,7 +274,7 @@ def ray_sweeps(b: Bundle, quick: bool, repeats: int) -> dict[str, Any]:
         if quick:
             out["pairs_4851"] = "skipped (--quick)"
         else:
-            baseline = _tree_rss_bytes(os.getpid())
+            baseline = tree_rss_bytes(os.getpid())
             with open("/proc/self/statm") as f:  # the driver alone, to tell its share from Ray's
                 driver_before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
             walls, peaks = [], []
@@ -376,7 +376,7 @@ def kernel_calls(b: Bundle, params: list[dict[str, int]], cache: ArrayCache, rep
     ``run_vector_batch(batch_size=K)``: what a sweep worker runs, metrics and returns included.
     """
     n_bars, K = b.calendar.shape[0], len(params)
-    before = _tree_rss_bytes(os.getpid())
+    before = tree_rss_bytes(os.getpid())
     with RssSampler() as rss_sim:
         sim = clock(lambda: simulate_vector(SmaCrossoverVector, b, capital_base=CAPITAL, params_list=params,
                                             cache=cache), repeats)

@@ -104,47 +104,39 @@ def _pairwise(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover - co
         return _block(a, lo, n)
     stack_lo = np.empty(64, dtype=np.int64)
     stack_n = np.empty(64, dtype=np.int64)
-    stack_state = np.zeros(64, dtype=np.int64)  # 0: expand, 1: left done, 2: both done
+    # 0: split me, 1: my left half is being summed, 2: left done (in `left`), 3: done (in `vals`)
+    stack_state = np.zeros(64, dtype=np.int64)
     vals = np.zeros(64)
     left = np.zeros(64)
     top = 0
     stack_lo[0], stack_n[0], stack_state[0] = lo, n, 0
-    result = 0.0
-    while top >= 0:
+    while True:
         cl, cn, st = stack_lo[top], stack_n[top], stack_state[top]
-        if cn <= 128:
-            v = _block(a, cl, cn)
-            top -= 1
-            if top < 0:
-                result = v
-            elif stack_state[top] == 1:
-                left[top] = v
-                stack_state[top] = 2
-            else:
-                vals[top] = left[top] + v
-                stack_state[top] = 3
-            continue
         n2 = cn // 2
         n2 -= n2 % 8
-        if st == 0:
+        if cn <= 128:
+            v = _block(a, cl, cn)
+        elif st == 0:
             stack_state[top] = 1
             top += 1
             stack_lo[top], stack_n[top], stack_state[top] = cl, n2, 0
+            continue
         elif st == 2:
             top += 1
             stack_lo[top], stack_n[top], stack_state[top] = cl + n2, cn - n2, 0
-        else:  # st == 3: both halves summed
-            v = vals[top - 0]
-            top -= 1
-            if top < 0:
-                result = v
-            elif stack_state[top] == 1:
-                left[top] = v
-                stack_state[top] = 2
-            else:
-                vals[top] = left[top] + v
-                stack_state[top] = 3
-    return result
+            continue
+        else:
+            v = vals[top]
+        # hand v to the parent: its left half, or its right half (then the parent is done)
+        top -= 1
+        if top < 0:
+            return v
+        if stack_state[top] == 1:
+            left[top] = v
+            stack_state[top] = 2
+        else:
+            vals[top] = left[top] + v
+            stack_state[top] = 3
 
 
 @njit(cache=True, nogil=True)

@@ -70,7 +70,6 @@ def test_busy_worker_still_answers_health_checks(ray_local, demo, make_spec):
         t0 = time.perf_counter()
         # Two 3 s batches are queued; the ping goes to the control group and answers at once.
         assert pool.health_check(timeout_s=2.0) == []
-        assert time.perf_counter() - t0 < 2.0
         assert set(pool.workers) == {0}
         ray.cancel(busy[1])
 
