@@ -123,7 +123,8 @@ class WorkerPool:
         wid = next(self._ids)
         # SPREAD: one actor per node before doubling up, so a sweep uses every node.
         actor = BacktestWorkerActor.options(scheduling_strategy="SPREAD", num_cpus=self.cpus_per_worker).remote(
-            wid, self.config.cache_size_bytes, self.config.lru_maxsize, self.config.enable_caching, self.warm_kernel
+            wid, self.config.cache_size_bytes, self.config.lru_maxsize, self.config.enable_caching,
+            self.warm_kernel,
         )
         self.workers[wid] = actor
         return wid

@@ -193,8 +193,8 @@ class Scheduler:
         self.stats.batches += 1
         self.stats.batch_sizes.append(len(trials))
 
-    def _dispatch(self, source: TrialSource, retry: deque[Trial], inflight: dict[Any, tuple[int, list[Trial]]], per_worker: dict[int, int],
-                  attempts: dict[int, int]) -> bool:
+    def _dispatch(self, source: TrialSource, retry: deque[Trial], inflight: dict[Any, tuple[int, list[Trial]]],
+                  per_worker: dict[int, int], attempts: dict[int, int]) -> bool:
         """One round: at most one new batch per actor with room; True if any batch was sent."""
         free = [wid for wid in list(self.pool.workers) if per_worker.get(wid, 0) < self.batches_in_flight]
         if not free:

@@ -230,8 +230,9 @@ class OptimizationResult:
         number of trials tried: complete and pruned, distinct parameter sets
         (``n_with_returns`` says how many of them had whole returns for the PBO; trials whose
         returns are constant, such as one that never trades, have no Sharpe ratio: they are left
-        out of the matrix, counted in ``n_constant_returns``, and still deflate the best). Sharpe values in the report are per bar;
-        ``sharpe_annual`` is the best trial's, annualised with the bundle's bars per year.
+        out of the matrix, counted in ``n_constant_returns``, and still deflate the best).
+        Sharpe values in the report are per bar; ``sharpe_annual`` is the best trial's,
+        annualised with the bundle's bars per year.
         """
         from rustybt_ray.errors import OverfittingError
         from rustybt_ray.optimize.overfitting import constant_columns, overfitting_report
