@@ -238,15 +238,20 @@ def held_by(result: Any) -> dict[str, Any]:
             "returns_mb": mb(sum(seen.values()))}
 
 
-def sweep(pool: Any, config: Any, demo: Bundle, kind: str, n: int) -> dict[str, Any]:
-    """One random sweep of ``n`` trials and the result's operations, each with its own measurements."""
+def fresh_sweep(pool: Any, config: Any, kind: str, n: int) -> tuple[type, Any]:
+    """The strategy and a seeded random-search optimizer of ``n`` trials, on a pool with empty caches."""
     from rustybt_ray.optimize import ParallelOptimizer, RandomSearchAlgorithm
 
     strategy, space = make_space(kind)
     pool.clear_cache()
     gc.collect()
-    opt = ParallelOptimizer(RandomSearchAlgorithm(space, n_trials=n, seed=SEED), pool=pool, config=config,
-                            progress=False)
+    return strategy, ParallelOptimizer(RandomSearchAlgorithm(space, n_trials=n, seed=SEED), pool=pool,
+                                       config=config, progress=False)
+
+
+def sweep(pool: Any, config: Any, demo: Bundle, kind: str, n: int) -> dict[str, Any]:
+    """One random sweep of ``n`` trials and the result's operations, each with its own measurements."""
+    strategy, opt = fresh_sweep(pool, config, kind, n)
     with Sampler() as s:
         wall, result = timed(lambda: opt.run(strategy, demo, START, END, capital_base=CAPITAL))
     ran = int((result.trials["attempts"] > 0).sum())
@@ -317,13 +322,7 @@ def _mem_available() -> int:
 
 def traced_sweep(pool: Any, config: Any, demo: Bundle, kind: str, n: int) -> dict[str, Any]:
     """The sweep again under tracemalloc (untimed: tracing slows the driver): what is held when run returns."""
-    from rustybt_ray.optimize import ParallelOptimizer, RandomSearchAlgorithm
-
-    strategy, space = make_space(kind)
-    pool.clear_cache()
-    gc.collect()
-    opt = ParallelOptimizer(RandomSearchAlgorithm(space, n_trials=n, seed=SEED), pool=pool, config=config,
-                            progress=False)
+    strategy, opt = fresh_sweep(pool, config, kind, n)
     tracemalloc.start(1)
     try:
         result = opt.run(strategy, demo, START, END, capital_base=CAPITAL)

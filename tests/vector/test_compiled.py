@@ -8,7 +8,16 @@ import sys
 
 import numpy as np
 import pytest
-from vector_testkit import COMMISSIONS, FILL_FIELDS, SLIPPAGES, assert_same, event_run, random_bundle, vector_run
+from vector_testkit import (
+    COMMISSIONS,
+    FILL_FIELDS,
+    SLIPPAGES,
+    assert_same,
+    event_run,
+    Zigzag,
+    random_bundle,
+    vector_run,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -22,24 +31,11 @@ from rustybt_ray.examples.mean_reversion import MeanReversionVector
 from rustybt_ray.examples.momentum import MomentumVector
 from rustybt_ray.examples.sma_crossover import SmaCrossoverVector
 from rustybt_ray.metrics import round_trips
-from rustybt_ray.vector import VectorStrategy, run_vector_batch, simulate
+from rustybt_ray.vector import run_vector_batch, simulate
 from rustybt_ray.vector.compiled import QUEUE_DEPTH, np_sum
 from rustybt_ray.vector.run import _weights_stack
 
 STRATEGIES = {"sma": SmaCrossoverVector, "momentum": MomentumVector, "mean_reversion": MeanReversionVector}
-
-
-class Zigzag(VectorStrategy):
-    """Long/short weights that change every bar (NaN every 5th bar): orders on every asset at every bar."""
-
-    scale = 0.3
-
-    def weights(self) -> np.ndarray:
-        T, N = self.close.shape
-        t = np.arange(T)[:, None]
-        w = self.scale * np.sin(0.7 * t + np.arange(N)[None, :]) / N
-        w = np.where(np.isnan(self.price), 0.0, w)
-        return np.where(t % 5 == 4, np.nan, w)
 
 
 @settings(max_examples=200, deadline=None)

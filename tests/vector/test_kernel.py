@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vector_testkit import COMMISSIONS, SLIPPAGES, assert_same, event_run, random_bundle, vector_run
+from vector_testkit import (
+    COMMISSIONS,
+    SLIPPAGES,
+    assert_same,
+    event_run,
+    Zigzag,
+    random_bundle,
+    vector_run,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,19 +23,6 @@ from rustybt_ray.examples.mean_reversion import MeanReversionVector
 from rustybt_ray.examples.momentum import MomentumVector
 from rustybt_ray.examples.sma_crossover import SmaCrossoverCached, SmaCrossoverVector
 from rustybt_ray.vector import VectorStrategy, run_vector, run_vector_batch, simulate_vector
-
-
-class Zigzag(VectorStrategy):
-    """Long/short weights that change every bar, so every bar places orders (NaN: hold, every 5th bar)."""
-
-    scale = 0.3
-
-    def weights(self) -> np.ndarray:
-        T, N = self.close.shape
-        t = np.arange(T)[:, None]
-        w = self.scale * np.sin(0.7 * t + np.arange(N)[None, :]) / N
-        w = np.where(np.isnan(self.price), 0.0, w)  # nothing before a listing
-        return np.where(t % 5 == 4, np.nan, w)
 
 
 def _gap_bundle() -> Bundle:

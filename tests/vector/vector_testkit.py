@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pytest
 
 from rustybt_ray.data.bundle import Bundle
 from rustybt_ray.engine import (
@@ -21,7 +20,7 @@ from rustybt_ray.engine import (
 )
 from rustybt_ray.engine.ledger import Transactions
 from rustybt_ray.engine.run import _simulate, _valuation
-from rustybt_ray.vector import simulate_vector
+from rustybt_ray.vector import VectorStrategy, simulate_vector
 
 COMMISSIONS = {
     "per_share_min": lambda: PerShare(0.005, 1.0),
@@ -31,6 +30,19 @@ COMMISSIONS = {
 }
 SLIPPAGES = {"fixed_bps": lambda: FixedBasisPointsSlippage(7.0), "none": lambda: NoSlippage()}
 FILL_FIELDS = ("bar", "asset", "amount", "price", "commission")
+
+
+class Zigzag(VectorStrategy):
+    """Long/short weights that change every bar, so every bar places orders (NaN: hold, every 5th bar)."""
+
+    scale = 0.3
+
+    def weights(self) -> np.ndarray:
+        T, N = self.close.shape
+        t = np.arange(T)[:, None]
+        w = self.scale * np.sin(0.7 * t + np.arange(N)[None, :]) / N
+        w = np.where(np.isnan(self.price), 0.0, w)  # nothing before a listing
+        return np.where(t % 5 == 4, np.nan, w)
 
 
 def random_bundle(seed: int, T: int, N: int, late: list[int], gap_rate: float) -> Bundle:
