@@ -73,6 +73,21 @@ class OptimizationConfig:
     bar and trial from 1 to 512 trials a call, ``benchmarks/RESULTS.md``), so a small
     budget costs only Ray's ~1 ms per call, and keeps two workers' peaks in the tens of MiB."""
 
+    spill_trials: int | None = 20_000
+    """A sweep that will run at least this many trials (known up front: a grid, a random search,
+    an Optuna ``n_trials``) keeps its results out of core, in a
+    :class:`~rustybt_ray.optimize.store.ResultStore` under ``results_dir``, as if it were run with
+    ``store=``; None never does. Held in memory, a trial costs the driver about 15 KB (10 KB of it
+    float32 returns over 10 years of daily bars), so 20,000 trials are ~300 MB; on disk the driver
+    stays flat whatever the count (``benchmarks/RESULTS.md``)."""
+    results_dir: str | None = None
+    """Where sweeps spilled by ``spill_trials`` put their stores (a new directory each); None: the
+    system's temporary directory. A store holds ~10 KB a trial on disk for 10 years of daily bars."""
+
+    store_commit_s: float = 5.0
+    """Seconds between a results store's commits (also every 16,384 trials): what a driver
+    that dies can lose, and rerun when the sweep is resumed."""
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), _KINDS[f.name])
@@ -89,6 +104,9 @@ class OptimizationConfig:
         _positive(self, "health_check_interval_s")
         _positive(self, "worker_start_timeout_s")
         _positive(self, "kernel_memory_mb")
+        _positive(self, "store_commit_s")
+        if self.spill_trials is not None:
+            _positive(self, "spill_trials")
 
     @property
     def cache_size_bytes(self) -> int:
@@ -138,6 +156,9 @@ _KINDS: dict[str, str] = {
     "worker_start_timeout_s": "float",
     "return_daily_returns": "bool",
     "kernel_memory_mb": "float",
+    "spill_trials": "count?",
+    "results_dir": "str?",
+    "store_commit_s": "float",
 }
 
 _EXPECTED = {
@@ -145,6 +166,8 @@ _EXPECTED = {
     "int": "an integer",
     "int?": "an integer, or none/auto for all cluster CPUs",
     "float": "a finite number",
+    "str?": "a directory path, or none",
+    "count?": "an integer, or none (never)",
 }
 
 
@@ -172,7 +195,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "bool": _parse_bool,
     "int": int,
     "int?": _parse_opt_int,
+    "count?": _parse_opt_int,
     "float": _parse_float,
+    "str?": lambda text: None if text.strip().lower() in _NONE else text,
 }
 
 
@@ -186,9 +211,11 @@ def _parse(var: str, text: str, kind: str) -> Any:
 def _check_type(name: str, value: Any, kind: str) -> None:
     if kind == "bool":
         ok = isinstance(value, bool)
-    elif kind in ("int", "int?"):
+    elif kind in ("int", "int?", "count?"):
         # bool is an int subclass, but True workers is a mistake, not 1 worker.
-        ok = (kind == "int?" and value is None) or (isinstance(value, int) and not isinstance(value, bool))
+        ok = (kind != "int" and value is None) or (isinstance(value, int) and not isinstance(value, bool))
+    elif kind == "str?":
+        ok = value is None or (isinstance(value, str) and bool(value))
     else:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok:

@@ -172,3 +172,4 @@ class TrialOutcome:
     worker: int
     returns: Any = None  #: float32 per-bar returns when the job asked for them
     extra: TrialExtra = field(default_factory=lambda: TrialExtra())
+    attempts: int = 1  #: runs it took, set by the scheduler when it finishes (0: answered from a journal)

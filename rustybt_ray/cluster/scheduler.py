@@ -86,6 +86,8 @@ class Scheduler:
         batches_in_flight: batches queued per actor.
         max_retries: how often a trial whose actor died is retried before it is failed.
         on_result: called with each outcome as it arrives (progress bars).
+        keep_results: keep every outcome for ``run``'s return value; False for sweeps whose
+            source streams results to disk (``run`` then returns an empty dict).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class Scheduler:
         max_retries: int = 3,
         health_check_interval_s: float = 10.0,
         on_result: Callable[[TrialOutcome], None] | None = None,
+        keep_results: bool = True,
     ) -> None:
         self.pool = pool
         self.spec = spec
@@ -108,6 +111,9 @@ class Scheduler:
         self.max_retries = max_retries
         self.health_check_interval_s = health_check_interval_s
         self.on_result = on_result
+        #: False: outcomes go only to the source (which stores them) and ``run`` returns {}, so
+        #: the scheduler's memory does not grow with the sweep.
+        self.keep_results = keep_results
         self.stats = SchedulerStats()
         self._trial_s: float | None = None  # running mean of measured trial time
         self._vector = spec.vector
@@ -292,14 +298,21 @@ class Scheduler:
         total = 0.0
         for o in outcomes:
             total += o.duration_s
-            results[o.number] = (o, attempts[o.number])
-            source.tell(o)
+            self._finish(o, attempts, results, source)
             self.stats.trials += 1
-            if self.on_result is not None:
-                self.on_result(o)
         if outcomes:
             mean = total / len(outcomes)
             self._trial_s = mean if self._trial_s is None else 0.7 * self._trial_s + 0.3 * mean
+
+    def _finish(self, o: TrialOutcome, attempts: dict[int, int], results: dict[int, tuple[TrialOutcome, int]],
+                source: TrialSource) -> None:
+        """Hand a finished trial to the source (and keep it, unless the source stores results itself)."""
+        o.attempts = attempts.pop(o.number) if not self.keep_results else attempts[o.number]
+        if self.keep_results:
+            results[o.number] = (o, o.attempts)
+        source.tell(o)
+        if self.on_result is not None:
+            self.on_result(o)
 
     def _worker_lost(self, wid: int, trials: list[Trial], exc: Exception,
                      inflight: dict[Any, Any], per_worker: dict[int, int], retry: deque[Any],
@@ -324,10 +337,7 @@ class Scheduler:
                 reason = f"worker died {attempts[number]} times while running this trial; last error: {error}"
                 # "lost": failed by the infrastructure, not by the strategy; a rerun may pass.
                 outcome = TrialOutcome(number, params, TrialStatus.FAILED, None, reason, 0.0, wid, extra={"lost": True})
-                results[number] = (outcome, attempts[number])
-                source.tell(outcome)
-                if self.on_result is not None:
-                    self.on_result(outcome)
+                self._finish(outcome, attempts, results, source)
             else:
                 retry.append(trial)
                 self.stats.retried += 1

@@ -35,6 +35,7 @@ from rustybt_ray.optimize.result import OptimizationResult
 from rustybt_ray.optimize.search import GridSearchAlgorithm, SearchAlgorithm
 from rustybt_ray.optimize.session import SweepSession, last_pool
 from rustybt_ray.optimize.space import ParameterSpace
+from rustybt_ray.optimize.store import ResultStore, spill_directory
 from rustybt_ray.optimize.trial_source import SearchSource
 
 __all__ = ["Objective", "ParallelOptimizer", "last_pool"]
@@ -98,6 +99,7 @@ class ParallelOptimizer:
         journal: str | os.PathLike[str] | None = None,
         pruner: Any = None,
         checkpoint_every: str | int = "auto",
+        store: str | os.PathLike[str] | None = None,
     ) -> Preflight:
         """Check a run's arguments (the same as :meth:`run`'s) without starting Ray or writing anything.
 
@@ -116,6 +118,11 @@ class ParallelOptimizer:
                                objectives, checkpoint_every)
         if journal is not None and not isinstance(journal, (str, os.PathLike)):
             raise StrategyError(f"journal must be a file path, got {journal!r}")
+        if store is not None and not isinstance(store, (str, os.PathLike)):
+            raise StrategyError(f"store must be a directory path, got {store!r}")
+        if store is not None and journal is not None:
+            raise StrategyError("pass journal= or store=, not both: a store is its sweep's journal "
+                                "(running the sweep again with the same store= resumes it)")
         space = self.algorithm.space
         b, i0, i1 = check_sweep(strategy, bundle, start_date, end_date, capital_base=capital_base,
                                 fill_price=fill_price, commission=commission, slippage=slippage, space=space)
@@ -137,6 +144,7 @@ class ParallelOptimizer:
         journal: str | os.PathLike[str] | None = None,
         pruner: Any = None,
         checkpoint_every: str | int = "auto",
+        store: str | os.PathLike[str] | None = None,
     ) -> OptimizationResult:
         """Run every trial the algorithm asks for and return the :class:`OptimizationResult`.
 
@@ -158,6 +166,15 @@ class ParallelOptimizer:
         after years 1, 2, 4, 8, ...; ``"year"`` after every year; or a number of bars.
         Stopped trials have status ``"pruned"``. Single objective only.
 
+        ``store`` is a directory that keeps the sweep out of core (see
+        :mod:`rustybt_ray.optimize.store`): trials are written to Parquet shards and
+        their returns to a float32 file as results arrive, and the result reads them
+        lazily (:meth:`OptimizationResult.scan`), so the driver's memory stays flat for a
+        million trials. The store is also the sweep's journal: running again with the
+        same ``store`` resumes it. A sweep of at least ``OptimizationConfig.spill_trials``
+        trials with neither ``journal`` nor ``store`` gets a new store under
+        ``OptimizationConfig.results_dir`` (a warning names it).
+
         Everything that needs no worker is checked first, before Ray starts or anything
         is written (see :meth:`validate`).
 
@@ -170,9 +187,8 @@ class ParallelOptimizer:
         pre = self.validate(strategy, bundle, start_date, end_date, objective, direction=direction,
                             capital_base=capital_base, commission=commission, slippage=slippage,
                             fill_price=fill_price, journal=journal, pruner=pruner,
-                            checkpoint_every=checkpoint_every)
+                            checkpoint_every=checkpoint_every, store=store)
         objectives, b = pre.objectives, pre.bundle
-        book = TrialJournal(journal)  # reads it now: a damaged journal fails before Ray starts
         session = SweepSession(strategy, b, start_date, end_date, pool=self.pool, n_jobs=self.n_jobs,
                                config=self.config, address=self.address, capital_base=capital_base,
                                commission=commission, slippage=slippage, fill_price=fill_price,
@@ -183,8 +199,15 @@ class ParallelOptimizer:
         self._runs += 1
         space = self.algorithm.space
         total = self.algorithm.n_total  # read before the prefetch thread starts (threading contract)
+        job = session.identity()
+        if store is None and journal is None:
+            store = spill_directory(self.config, getattr(self.algorithm, "max_trials", total))
+        # Opened now: a damaged journal, or a store of another sweep, fails before Ray starts.
+        book: TrialJournal | ResultStore = (
+            TrialJournal(journal) if store is None
+            else ResultStore(store, job=job, param_names=list(space.names) if space is not None else None,
+                             flush_seconds=self.config.store_commit_s))
         with session:
-            job = session.identity()
             prefetch = getattr(self.algorithm, "prefetch_trials", 0) * max(1, len(session.pool.workers))
             source = SearchSource(self.algorithm, objectives, book, job, self.config.return_daily_returns, prefetch)
             name0 = objectives.names[0]
@@ -193,11 +216,28 @@ class ParallelOptimizer:
                     source, total=total, desc=f"trials ({name0})",
                     progress=self.progress,
                     postfix=lambda: None if source.best is None else {f"best {name0}": f"{source.best:.4g}"},
+                    keep_results=store is None,
                 )
             finally:
                 source.close()
                 book.close()
             self.last_stats = session.stats[-1] if session.stats else None
+        meta = {
+            "strategy": f"{strategy.__module__}.{strategy.__qualname__}",
+            "bundle": b.name,
+            "bundle_version": b.version,
+            "start": str(start_date),
+            "end": str(end_date),
+            "capital_base": float(capital_base),
+            "algorithm": type(self.algorithm).__name__,
+            "reused_trials": source.n_reused,
+            "periods_per_year": float(b.periods_per_year),
+        }
+        if isinstance(book, ResultStore):
+            names = sorted(set(book.metric_names or METRIC_DIRECTIONS) | set(objectives.names))
+            return OptimizationResult.from_store(book, objective=objectives.names[0],
+                                                 direction=objectives.directions[0], meta=meta,
+                                                 objectives=objectives.pairs, metric_names=names)
 
         outcomes = {n: (o, a) for n, (o, a) in results.items()}
         outcomes.update({n: (o, 0) for n, o in source.reused.items()})
@@ -212,17 +252,6 @@ class ParallelOptimizer:
         found = next((r["metrics"] for r in records if r["metrics"]), None)
         metric_names = sorted(set(found or METRIC_DIRECTIONS) | set(objectives.names))
         param_names = list(space.names) if space is not None else sorted({k for r in records for k in r["params"]})
-        meta = {
-            "strategy": f"{strategy.__module__}.{strategy.__qualname__}",
-            "bundle": b.name,
-            "bundle_version": b.version,
-            "start": str(start_date),
-            "end": str(end_date),
-            "capital_base": float(capital_base),
-            "algorithm": type(self.algorithm).__name__,
-            "reused_trials": len(source.reused),
-            "periods_per_year": float(b.periods_per_year),
-        }
         result = OptimizationResult.from_records(records, param_names, metric_names, objectives.names[0],
                                                  objectives.directions[0], meta, objectives=objectives.pairs)
         # Per-bar returns stay beside the table (one float32 array per trial), when asked for.

@@ -46,6 +46,7 @@ from optuna.trial import TrialState
 
 from rustybt_ray.cluster.protocol import TrialStatus
 from rustybt_ray.errors import SearchSpaceError
+from rustybt_ray.optimize.optuna_scale import DRIVER_ATTR, driver_id, is_stale, wrap_sampler
 from rustybt_ray.optimize.pruning import make_pruner
 from rustybt_ray.optimize.search import SearchAlgorithm, TrialRequest
 from rustybt_ray.optimize.space import DiscreteParameter, ParameterSpace
@@ -61,6 +62,7 @@ _SINGLE_OBJECTIVE = {"cmaes": optuna.samplers.CmaEsSampler}  # raises on several
 # Optional packages Optuna imports lazily, at the first sample: checked up front instead.
 _NEEDS = {"gp": ("torch", "scipy"), "cmaes": ("cmaes",), "qmc": ("scipy",)}
 NOT_RUN_ATTR = "rustybt_ray_not_run"
+NUMBER_ATTR = "rustybt_ray_number"  # a shared study's trial: its number in its driver's result
 # Proposals the sampler may make in a row that break the space's constraints or repeat a
 # running trial before a uniformly drawn feasible point is used instead (see OptunaSearch.ask).
 MAX_REJECTS = 5
@@ -145,6 +147,15 @@ class OptunaSearch(SearchAlgorithm):
             Optuna pruner; see :meth:`report`.
         enqueue: parameter dicts to try first (partial dicts are completed by the sampler).
         sampler_kwargs: extra arguments for a named sampler's constructor.
+        history_window: past a few thousand trials, show the sampler only the last this
+            many finished trials plus the ``history_top`` best (default 25, TPE's whole
+            "good" set) and the running ones, so an ask costs O(window), not O(trials)
+            (see :mod:`~rustybt_ray.optimize.optuna_scale`). None (default): every trial.
+        switch_at, switch_to: from the study's trial number ``switch_at`` on, propose with
+            ``switch_to`` (a sampler name or instance; ``"random"`` asks in ~0.1 ms) instead.
+        shared: several drivers run this study at once (a journal file or RDB storage):
+            RUNNING trials are only taken as stale if their driver (tagged on every trial)
+            is a dead process of this host, and ``n_trials`` counts this driver's trials only.
     """
 
     #: Trials per worker the optimizer asks ahead in a background thread: a TPE ask
@@ -166,6 +177,11 @@ class OptunaSearch(SearchAlgorithm):
         pruner: str | optuna.pruners.BasePruner | None = None,
         enqueue: Sequence[Mapping[str, Any]] | None = None,
         sampler_kwargs: Mapping[str, Any] | None = None,
+        history_window: int | None = None,
+        history_top: int | None = None,
+        switch_at: int | None = None,
+        switch_to: str | optuna.samplers.BaseSampler | None = None,
+        shared: bool = False,
     ) -> None:
         if param_space is not None and not isinstance(param_space, ParameterSpace):
             raise SearchSpaceError(f"param_space must be a ParameterSpace, got {param_space!r}")
@@ -188,6 +204,16 @@ class OptunaSearch(SearchAlgorithm):
         self._storage: str | optuna.storages.BaseStorage | None = None
         self._constraint_fn = metric_constraints(constraints) if constraints is not None else None
         self.sampler = _make_sampler(sampler, seed, dict(sampler_kwargs or {}), constraints is not None)
+        then = None if switch_to is None else _make_sampler(switch_to, seed, {}, constraints is not None)
+        self.sampler = wrap_sampler(self.sampler, history_window=history_window, history_top=history_top,
+                                    switch_at=switch_at, switch_to=then)
+        if not isinstance(shared, bool):
+            raise SearchSpaceError(f"shared must be True or False, got {shared!r}")
+        if shared and storage is None:
+            raise SearchSpaceError("shared=True needs a storage that several drivers reach (a .journal file, an RDB URL)")
+        self.shared = shared
+        self.driver = driver_id()
+        """The tag this driver's trials carry in a shared study (user attr ``rustybt_ray_driver``)."""
         self.pruner: optuna.pruners.BasePruner | None = make_pruner(pruner)
         if isinstance(enqueue, Mapping) or any(not isinstance(p, Mapping) for p in (enqueue or ())):
             raise SearchSpaceError(f"enqueue: give a list of parameter dicts, got {enqueue!r}")
@@ -276,7 +302,8 @@ class OptunaSearch(SearchAlgorithm):
         done, stale = 0, []
         for t in study.get_trials(deepcopy=False):
             if t.state == TrialState.RUNNING:
-                stale.append(t)
+                if not self.shared or is_stale(t):  # a live driver's trial is not ours to fail
+                    stale.append(t)
             elif t.state.is_finished() and NOT_RUN_ATTR not in t.user_attrs:
                 done += 1
         for t in stale:
@@ -290,7 +317,7 @@ class OptunaSearch(SearchAlgorithm):
         self.n_stale = len(stale)
         # Resuming (a new object on a stored study) counts the study's earlier trials; a
         # rewound object's next run is another n_trials.
-        self._done_before = 0 if self._continue else done
+        self._done_before = 0 if self._continue or self.shared else done
         self._continue, self._asked_run, self._t0 = False, 0, None
 
     # -- ask/tell -------------------------------------------------------------------------
@@ -304,11 +331,15 @@ class OptunaSearch(SearchAlgorithm):
         rejects = 0  # proposals turned down in a row
         while len(out) < n and not self.is_finished:
             trial = study.ask(self._dists)
+            if self.shared:
+                trial.set_user_attr(DRIVER_ATTR, self.driver)
             params = self._snap(trial.params)
             feasible = self._space.satisfies(params)  # type: ignore[union-attr]
             key = _key(params)
             if feasible and (key not in self._inflight or rejects > MAX_REJECTS):
                 req = self._new_trial(params)
+                if self.shared:  # the study's record of which driver ran it, under which result number
+                    trial.set_user_attr(NUMBER_ATTR, req.number)
                 self._trials[req.number] = trial
                 self._inflight[key] = self._inflight.get(key, 0) + 1
                 self._keys[req.number] = key

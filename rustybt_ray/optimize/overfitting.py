@@ -270,8 +270,33 @@ def constant_columns(returns_matrix: np.ndarray) -> np.ndarray:
 
 
 def _column_sharpes(arr: np.ndarray) -> np.ndarray:
-    x = arr - arr[0]
-    return _sharpe(x.sum(axis=0), (x * x).sum(axis=0), arr.shape[0], arr[0])
+    total, total_sq = _ordered_sums(arr - arr[0], 0)
+    return _sharpe(total, total_sq, arr.shape[0], arr[0])
+
+
+def _ordered_sums(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of ``x`` and of ``x * x`` along ``axis``, adding one slice at a time in index order.
+
+    NumPy's ``sum`` picks pairwise or sequential order from the memory layout (a
+    column-filtered matrix is not C-ordered), so its last bits vary; a fixed order
+    makes the scores, hence argmax ties and ranks, reproducible bit for bit, also
+    by the out-of-core kernels of :mod:`rustybt_ray.optimize.overfitting_scale`.
+    """
+    x = np.moveaxis(x, axis, 0)
+    total = np.array(x[0], order="C")
+    total_sq = np.multiply(total, total)
+    for row in x[1:]:
+        total += row
+        total_sq += row * row
+    return total, total_sq
+
+
+def _ordered_sum(x: np.ndarray) -> np.ndarray:
+    """Sum of ``x`` along axis 0, one slice at a time in index order (see :func:`_ordered_sums`)."""
+    total = np.array(x[0], order="C")
+    for row in x[1:]:
+        total += row
+    return total
 
 
 def _combinations(n_splits: int, max_combinations: int | None, seed: int) -> np.ndarray:
@@ -359,6 +384,12 @@ def probability_of_backtest_overfitting(
         below = np.count_nonzero(oos_score < sel, axis=1)
         at_or_below = np.count_nonzero(oos_score <= sel, axis=1)
         omega[lo:hi] = (below + at_or_below + 1) / (2.0 * (n + 1))
+    return _pbo_result(is_perf, oos_perf, omega, s, n, dropped)
+
+
+def _pbo_result(is_perf: np.ndarray, oos_perf: np.ndarray, omega: np.ndarray,
+                n_splits: int, n_trials: int, rows_dropped: int) -> PBOResult:
+    """The PBOResult of per-combination IS/OOS scores of the chosen trials and their OOS ranks ``omega``."""
     logits = np.log(omega / (1.0 - omega))
     slope, intercept, r2 = _linear_fit(is_perf, oos_perf)
     for a in (logits, is_perf, oos_perf):
@@ -372,11 +403,41 @@ def probability_of_backtest_overfitting(
         degradation_intercept=intercept,
         degradation_r2=r2,
         prob_oos_loss=float(np.mean(oos_perf < 0)),
-        n_combinations=n_comb,
-        n_splits=s,
-        n_trials=n,
-        rows_dropped=dropped,
+        n_combinations=int(is_perf.size),
+        n_splits=n_splits,
+        n_trials=n_trials,
+        rows_dropped=rows_dropped,
     )
+
+
+def _block_stats(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-block sums and sums of squares, (splits x trials), of each trial shifted by its first kept value.
+
+    Shifting each column by its first value leaves the variance untouched but
+    removes the level, so sums of squares do not cancel catastrophically and a
+    constant column becomes exactly zero.
+    """
+    shift = blocks[0, 0]
+    b_sum, b_sq = _ordered_sums(blocks - shift, 1)
+    return b_sum, b_sq, shift
+
+
+def _mask_indices(masks: np.ndarray) -> np.ndarray:
+    """(combinations x S/2) in-sample block indices, ascending, of boolean IS masks."""
+    return np.nonzero(masks)[1].reshape(masks.shape[0], -1)
+
+
+def _selected_sums(b_sum: np.ndarray, b_sq: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IS sums of the blocks in ``idx`` (rows of combinations), added one block at a time in index order.
+
+    A fixed order of additions (not a matrix product, whose order depends on the
+    BLAS kernel and its threads) keeps the scores reproducible bit for bit.
+    """
+    is_sum, is_sq = b_sum[idx[:, 0]], b_sq[idx[:, 0]]
+    for h in range(1, idx.shape[1]):
+        is_sum += b_sum[idx[:, h]]
+        is_sq += b_sq[idx[:, h]]
+    return is_sum, is_sq
 
 
 def _scores(
@@ -387,17 +448,12 @@ def _scores(
     # Chunks small enough to stay in cache, large enough to amortise Python.
     step = max(1, _CHUNK_ELEMENTS // n)
     if metric is None:
-        # Shifting each column by its first value leaves the variance untouched
-        # but removes the level, so sums of squares do not cancel
-        # catastrophically and a constant column becomes exactly zero.
-        shift = blocks[0, 0]
-        x = blocks - shift
-        b_sum, b_sq = x.sum(axis=1), (x * x).sum(axis=1)
-        all_sum, all_sq = b_sum.sum(axis=0), b_sq.sum(axis=0)
+        b_sum, b_sq, shift = _block_stats(blocks)
+        all_sum, all_sq = _ordered_sum(b_sum), _ordered_sum(b_sq)
+        idx = _mask_indices(masks)
         m = block * (s // 2)
         for lo in range(0, masks.shape[0], step):
-            mk = masks[lo:lo + step].astype(np.float64)
-            is_sum, is_sq = mk @ b_sum, mk @ b_sq
+            is_sum, is_sq = _selected_sums(b_sum, b_sq, idx[lo:lo + step])
             yield (lo, _sharpe(is_sum, is_sq, m, shift, -np.inf),
                    _sharpe(all_sum - is_sum, all_sq - is_sq, m, shift, -np.inf))
         return

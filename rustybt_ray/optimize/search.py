@@ -24,7 +24,7 @@ from rustybt_ray.optimize.space import ContinuousParameter, ParameterSpace
 
 DIRECTIONS = ("maximize", "minimize")
 __all__ = ["DIRECTIONS", "STATUSES", "GridSearchAlgorithm", "RandomSearchAlgorithm", "SearchAlgorithm",
-           "TrialRequest", "TrialStatus"]
+           "TrialBitmap", "TrialRequest", "TrialStatus"]
 # Grid points given to a continuous parameter when the user gave no count; the guide's
 # GridSearchAlgorithm(param_space) example relies on it.
 DEFAULT_GRID_POINTS = 5
@@ -37,6 +37,45 @@ class TrialRequest:
     number: int
     """0, 1, 2, ... unique within a run, in ask order."""
     params: dict[str, Any]
+
+
+class TrialBitmap:
+    """The set of told trial numbers as one bit each (a growable bytearray): 1 MB holds 8M trials.
+
+    A Python ``set`` of ints costs ~60 bytes a trial; a million-trial sweep would keep
+    ~60 MB in the driver for this bookkeeping alone. Supports ``in``, :meth:`add` and ``len``.
+    """
+
+    __slots__ = ("_bits", "_count")
+
+    def __init__(self) -> None:
+        self._bits = bytearray()
+        self._count = 0
+
+    def __contains__(self, number: object) -> bool:
+        if not isinstance(number, int) or number < 0:
+            return False
+        byte = number >> 3
+        return byte < len(self._bits) and bool(self._bits[byte] & (1 << (number & 7)))
+
+    def add(self, number: int) -> None:
+        """Mark ``number`` (an int >= 0); adding one already there changes nothing."""
+        byte = number >> 3
+        if byte >= len(self._bits):
+            # Doubling keeps the cost of growth amortized O(1) a tell.
+            self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits))))
+        mask = 1 << (number & 7)
+        if not self._bits[byte] & mask:
+            self._bits[byte] |= mask
+            self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the bitmap itself."""
+        return len(self._bits)
 
 
 class SearchAlgorithm(abc.ABC):
@@ -137,6 +176,15 @@ class SearchAlgorithm(abc.ABC):
         """The total number of trials if known in advance (for progress bars), else None."""
         return None
 
+    @property
+    def max_trials(self) -> int | None:
+        """An upper bound on the trials of a run, or None if unbounded: :attr:`n_total` when known.
+
+        For decisions that need a size before the run but not an exact one (keeping results
+        out of core): a constrained grid too big to count still has its unconstrained size.
+        """
+        return self.n_total
+
     # -- bookkeeping shared by subclasses -----------------------------------------------
 
     @property
@@ -166,7 +214,7 @@ class SearchAlgorithm(abc.ABC):
 
     def _record(self, number: int, values: Sequence[float] | None, status: str) -> tuple[float, ...] | None:
         """Check a tell and update the best trial; returns the values as floats (None when failed)."""
-        told: set[int] = self.__dict__.setdefault("_told", set())
+        told: TrialBitmap = self.__dict__.setdefault("_told", TrialBitmap())
         if not isinstance(number, int) or not 0 <= number < self.n_asked:
             raise SearchSpaceError(f"tell({number!r}): no such trial was asked (asked {self.n_asked})")
         if number in told:
@@ -212,6 +260,7 @@ class GridSearchAlgorithm(SearchAlgorithm):
         self._iter: Iterator[dict[str, Any]] | None = None
         self._pending: list[dict[str, Any]] = []  # one-item look-ahead, so is_finished is exact
         self._total: int | None = None
+        self._counted = False  # n_total may be None after counting (too costly to know)
         if param_space is not None:
             self._prepare(param_space, stacklevel=3)
 
@@ -291,14 +340,26 @@ class GridSearchAlgorithm(SearchAlgorithm):
 
     @property
     def n_total(self) -> int | None:
-        """Grid points that meet the constraints (counted once, by walking the grid)."""
-        if self._total is None and self._space is not None:
+        """Grid points that meet the constraints, counted once without walking the grid; None if too costly.
+
+        See :meth:`ParameterSpace.grid_count`: constraints on plain numbers are counted
+        with numpy (10**7 points in well under a second); others point by point up to a
+        bound, beyond which the total is unknown (None) and :attr:`max_trials` gives the
+        unconstrained size.
+        """
+        if not self._counted and self._space is not None:
             self._grid()  # resolves points
-            if self._space.constraints:
-                self._total = sum(1 for _ in self._space.grid(self._points))
-            else:
-                self._total = self._space.grid_size(self._points)
+            self._total = self._space.grid_count(self._points)
+            self._counted = True
         return self._total
+
+    @property
+    def max_trials(self) -> int | None:
+        """:attr:`n_total`, or the grid's size before constraints when the constrained count is unknown."""
+        total = self.n_total
+        if total is None and self._space is not None:
+            return self._space.grid_size(self._points)
+        return total
 
 
 class RandomSearchAlgorithm(SearchAlgorithm):

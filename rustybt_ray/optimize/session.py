@@ -174,8 +174,11 @@ class SweepSession:
         progress: bool = True,
         on_result: Callable[[TrialOutcome], None] | None = None,
         postfix: Callable[[], dict[str, str] | None] | None = None,
+        keep_results: bool = True,
     ) -> dict[int, tuple[TrialOutcome, int]]:
         """Run ``source``'s trials on the pool; returns ``{number: (outcome, attempts)}``.
+
+        ``keep_results=False`` (a source that stores results itself) returns ``{}``.
 
         ``postfix`` (called after each result) gives the progress bar's status, for
         example the best objective so far.
@@ -201,6 +204,7 @@ class SweepSession:
             max_retries=self.config.max_retries,
             health_check_interval_s=self.config.health_check_interval_s,
             on_result=_on_result,
+            keep_results=keep_results,
         )
         try:
             return scheduler.run(source)

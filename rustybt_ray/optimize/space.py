@@ -8,7 +8,6 @@ draw a random sample, or describe itself as Optuna distributions.
 from __future__ import annotations
 
 import ast
-import itertools
 import operator
 import keyword
 import math
@@ -89,9 +88,32 @@ class DiscreteParameter:
         """All values, in increasing order."""
         return tuple(self.value_at(i) for i in range(len(self)))
 
+    def axis(self) -> Sequence[int | float]:
+        """The values as a lazy sequence (len and indexing, nothing materialized): what grids iterate."""
+        if self.is_int:
+            return range(self.min_value, math.floor(self.max_value) + 1, self.step)  # type: ignore[arg-type]
+        return _LazyAxis(self)
+
     def sample(self, rng: np.random.Generator) -> int | float:
         """One value drawn uniformly."""
         return self.value_at(int(rng.integers(len(self))))
+
+
+class _LazyAxis(Sequence):  # type: ignore[type-arg]
+    """A float :class:`DiscreteParameter`'s values computed on access, so a long axis costs no memory."""
+
+    def __init__(self, param: DiscreteParameter) -> None:
+        self._param, self._len = param, len(param)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._len))]
+        if not -self._len <= i < self._len:
+            raise IndexError(i)
+        return self._param.value_at(i % self._len)
 
 
 @dataclass(frozen=True)
@@ -313,6 +335,9 @@ class Constraint:
             self._tree = tree
         elif not callable(source):
             raise SearchSpaceError(f"a constraint must be a string or a callable params -> bool, got {source!r}")
+        #: The parameter names the constraint reads (None for a callable: it may read any).
+        self.names: frozenset[str] | None = None if self._tree is None else frozenset(
+            n.id for n in ast.walk(self._tree) if isinstance(n, ast.Name))
 
     def __call__(self, params: Mapping[str, Any]) -> bool:
         try:
@@ -397,7 +422,7 @@ class ParameterSpace:
 
     # -- grid -------------------------------------------------------------------------
 
-    def _axes(self, points: int | Mapping[str, int] | None) -> list[tuple[Any, ...]]:
+    def _axes(self, points: int | Mapping[str, int] | None) -> list[Sequence[Any]]:
         if isinstance(points, Mapping):
             for name in points:
                 if not isinstance(self.get(name), ContinuousParameter):
@@ -405,7 +430,7 @@ class ParameterSpace:
                         f"points[{name!r}]: only continuous parameters take a point count; "
                         f"{name!r} already has its values"
                     )
-        axes: list[tuple[Any, ...]] = []
+        axes: list[Sequence[Any]] = []
         for p in self._params:
             if isinstance(p, ContinuousParameter):
                 k = points.get(p.name) if isinstance(points, Mapping) else points
@@ -416,23 +441,70 @@ class ParameterSpace:
                     )
                 axes.append(p.grid_values(k))
             else:
-                axes.append(p.values)
+                axes.append(p.axis() if isinstance(p, DiscreteParameter) else p.values)
         return axes
 
     def grid(self, points: int | Mapping[str, int] | None = None) -> Iterator[dict[str, Any]]:
         """Every combination, in parameter order (the last parameter varies fastest), that meets the constraints.
 
         Continuous parameters get ``points`` evenly spaced values (an int for all, or per name).
+        Lazy: memory stays O(number of parameters) however big the grid (no ``itertools.product``,
+        which would copy every axis).
         """
-        names = self.names
-        for combo in itertools.product(*self._axes(points)):
-            params = dict(zip(names, combo))
+        names, axes = self.names, self._axes(points)
+        lens = [len(a) for a in axes]
+        index = [0] * len(axes)
+        current = [a[0] for a in axes]
+        while True:
+            params = dict(zip(names, current))
             if self.satisfies(params):
                 yield params
+            j = len(axes) - 1
+            while j >= 0:  # an odometer: bump the last axis, carry into the ones before
+                index[j] += 1
+                if index[j] < lens[j]:
+                    current[j] = axes[j][index[j]]
+                    break
+                index[j], current[j] = 0, axes[j][0]
+                j -= 1
+            if j < 0:
+                return
 
     def grid_size(self, points: int | Mapping[str, int] | None = None) -> int:
         """The number of grid combinations before constraints are applied."""
         return math.prod(len(axis) for axis in self._axes(points))
+
+    def grid_count(self, points: int | Mapping[str, int] | None = None) -> int | None:
+        """The number of grid points that meet the constraints, without enumerating the grid; None if too costly.
+
+        Constraints are grouped by the parameters they read; parameters no constraint reads
+        multiply the count. Each group's sub-grid is counted with numpy in chunks (up to
+        :data:`~rustybt_ray.optimize.grid_count.VECTOR_COUNT_LIMIT` points) when every value is a plain number and the
+        vectorized result provably equals the scalar one, else point by point (up to
+        :data:`~rustybt_ray.optimize.grid_count.STREAM_COUNT_LIMIT` points); beyond those, None (unknown).
+        """
+        from rustybt_ray.optimize.grid_count import count_group  # it imports this module
+
+        axes = self._axes(points)
+        if not self._constraints:
+            return math.prod(len(a) for a in axes)
+        names = self.names
+        groups: list[tuple[set[str], list[Constraint]]] = []
+        for c in self._constraints:
+            used = set(names) if c.names is None else set(c.names)
+            joined = [g for g in groups if g[0] & used]
+            for g in joined:
+                groups.remove(g)
+            groups.append((used.union(*(g[0] for g in joined)), [x for g in joined for x in g[1]] + [c]))
+        total = math.prod(len(a) for n, a in zip(names, axes) if not any(n in g[0] for g in groups))
+        counts = []
+        for used, cons in sorted(groups, key=lambda g: math.prod(len(a) for n, a in zip(names, axes) if n in g[0])):
+            order = [c for c in self._constraints if c in cons]  # the space's order, as satisfies() short-circuits
+            sub = [(n, a) for n, a in zip(names, axes) if n in used]
+            counts.append(count_group(sub, order))
+            if counts[-1] == 0:
+                return 0
+        return None if None in counts else total * math.prod(counts)  # type: ignore[arg-type]
 
     # -- sampling ---------------------------------------------------------------------
 
@@ -476,3 +548,4 @@ class ParameterSpace:
             else:
                 out[p.name] = od.CategoricalDistribution(p.choices)
         return out
+

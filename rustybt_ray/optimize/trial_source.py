@@ -19,6 +19,7 @@ from rustybt_ray.cluster.protocol import TrialOutcome, TrialStatus
 from rustybt_ray.optimize.journal import TrialJournal, trial_key
 from rustybt_ray.optimize.objectives import Objectives
 from rustybt_ray.optimize.search import SearchAlgorithm
+from rustybt_ray.optimize.store import ResultStore
 
 __all__ = ["SearchSource"]
 
@@ -39,7 +40,7 @@ class SearchSource:
     and the prefetch thread only ever calls the algorithm with the lock held.
     """
 
-    def __init__(self, algorithm: SearchAlgorithm, objectives: Objectives, journal: TrialJournal,
+    def __init__(self, algorithm: SearchAlgorithm, objectives: Objectives, journal: TrialJournal | ResultStore,
                  job: dict[str, Any], need_returns: bool, prefetch: int = 0) -> None:
         self.algorithm = algorithm
         self.objectives = objectives
@@ -52,6 +53,10 @@ class SearchSource:
         self.running: dict[str, int] = {}  # key -> number of the trial that runs it
         self.twins: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self.reused: dict[int, TrialOutcome] = {}  # answered from the journal or a twin
+        #: A journal that holds the results (a :class:`ResultStore`) gets every trial, reused ones
+        #: too, and ``reused`` stays empty: the source's memory does not grow with the sweep.
+        self._stores = bool(getattr(journal, "holds_results", False))
+        self.n_reused = 0
         self._lock = threading.RLock()
         self._more = threading.Condition(self._lock)
         self._buffer: deque[tuple[int, dict[str, Any]]] = deque()
@@ -110,23 +115,38 @@ class SearchSource:
                 break
             for t in requests:
                 key = trial_key(self.job, t.params)
-                self.keys[t.number] = key
                 rec = self.journal.get(key, need_returns=self.need_returns)
                 if rec is not None:
-                    self._answer(t.number, t.params, rec)
+                    self._answer(t.number, t.params, key, rec)
                 elif key in self.running:
                     self.twins.setdefault(key, []).append((t.number, t.params))
                 else:
+                    self.keys[t.number] = key
                     self.running[key] = t.number
                     out.append((t.number, t.params))
         return out
 
-    def _answer(self, number: int, params: dict[str, Any], rec: dict[str, Any]) -> None:
+    def _answer(self, number: int, params: dict[str, Any], key: str, rec: dict[str, Any]) -> None:
         o = TrialOutcome(number, params, rec["status"], rec.get("metrics"), rec.get("error"),
-                         float(rec.get("duration_s") or 0.0), int(rec.get("worker") or -1), rec.get("returns"))
+                         float(rec.get("duration_s") or 0.0), int(rec.get("worker") or -1), rec.get("returns"),
+                         attempts=0)
         self._with_objectives(o)  # callables are not part of the key: recompute, never trust a stored value
-        self.reused[number] = o
+        self.n_reused += 1
+        if not self._stores:
+            self.reused[number] = o
+        elif rec.get("number") != number:
+            # The store already holds this trial under its own number (a resumed sweep asks
+            # it again with the same one: nothing to write); under another number it gets a
+            # row of its own that shares the stored returns.
+            self._journal(key, o)
         self._tell_algorithm(o)
+
+    def _journal(self, key: str, o: TrialOutcome) -> None:
+        self.journal.append([{
+            "key": key, "number": o.number, "params": o.params, "metrics": o.metrics, "status": o.status,
+            "error": o.error, "duration_s": o.duration_s, "worker": o.worker, "attempts": o.attempts,
+            "returns": o.returns, "lost": bool(o.extra.get("lost")),
+        }])
 
     def _tell_algorithm(self, o: TrialOutcome) -> None:
         steps = o.extra.get("intermediate")
@@ -156,24 +176,27 @@ class SearchSource:
             self._more.notify_all()
 
     def _tell(self, outcome: TrialOutcome) -> None:
-        key = self.keys.get(outcome.number)
+        key = self.keys.pop(outcome.number, None)
         if key is not None:
             self.running.pop(key, None)
             # A trial failed by the infrastructure (its workers kept dying) may pass on a rerun;
             # a strategy's own exception would repeat, so it is journaled like a result.
             # The raw metrics are journaled: callable objectives are recomputed on reuse.
-            if not outcome.extra.get("lost"):
-                self.journal.append([{
-                    "key": key, "params": outcome.params, "metrics": outcome.metrics, "status": outcome.status,
-                    "error": outcome.error, "duration_s": outcome.duration_s, "worker": outcome.worker,
-                    "returns": outcome.returns,
-                }])
+            # (A store keeps lost trials too, as rows of the table that are never reused.)
+            if not self._stores and not outcome.extra.get("lost"):
+                self._journal(key, outcome)
         self._with_objectives(outcome)
+        if key is not None and self._stores:
+            self._journal(key, outcome)  # the store's rows are the result: objective values included
         self._tell_algorithm(outcome)
         for number, params in self.twins.pop(key, []) if key is not None else []:
             twin = TrialOutcome(number, params, outcome.status, outcome.metrics, outcome.error, 0.0,
-                                outcome.worker, outcome.returns, {"twin_of": outcome.number})
-            self.reused[number] = twin
+                                outcome.worker, outcome.returns, {"twin_of": outcome.number}, attempts=0)
+            self.n_reused += 1
+            if self._stores:
+                self._journal(key, twin)
+            else:
+                self.reused[number] = twin
             self._tell_algorithm(twin)
 
     def _with_objectives(self, o: TrialOutcome) -> None:

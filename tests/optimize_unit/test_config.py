@@ -25,6 +25,9 @@ ENV_VALUES = {
     "worker_start_timeout_s": ("30", 30.0),
     "kernel_memory_mb": ("64", 64.0),
     "return_daily_returns": ("off", False),
+    "spill_trials": ("none", None),
+    "results_dir": ("/srv/sweeps", "/srv/sweeps"),
+    "store_commit_s": ("0.5", 0.5),
 }
 
 
@@ -43,6 +46,8 @@ def test_defaults() -> None:
     assert cfg.health_check_interval_s == 10.0
     assert cfg.worker_start_timeout_s == 300.0
     assert cfg.return_daily_returns is True
+    assert cfg.spill_trials == 20_000
+    assert cfg.results_dir is None
     assert cfg.cache_size_bytes == 2 * 2**30
 
 
