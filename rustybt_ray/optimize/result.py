@@ -19,19 +19,12 @@ from rustybt_ray.cluster.protocol import STATUSES as _STATUSES
 from rustybt_ray.errors import SearchSpaceError
 from rustybt_ray.files import atomic_write
 from rustybt_ray.optimize.space import RESERVED_NAMES
-from rustybt_ray.optimize.store import ResultStore
+from rustybt_ray.optimize.store import TRIAL_COLUMNS, ResultStore
 
 _META_KEY = b"rustybt_ray.optimization"
 _FORMAT_VERSION = 1
 _DIRECTIONS = ("maximize", "minimize")
-_FIXED_SCHEMA: dict[str, pl.DataType] = {
-    "number": pl.Int64(),
-    "status": pl.String(),
-    "error": pl.String(),
-    "duration_s": pl.Float64(),
-    "worker": pl.Int64(),
-    "attempts": pl.Int64(),
-}
+_FIXED_SCHEMA = TRIAL_COLUMNS
 assert set(_FIXED_SCHEMA) == RESERVED_NAMES  # the space rejects exactly these parameter names
 
 
@@ -450,7 +443,7 @@ class OptimizationResult:
         A sweep whose driver died before the end has no saved header yet: its table is
         what was committed, ranked by the store's first metric unless told otherwise.
         """
-        from rustybt_ray.optimize.store import ResultStore
+        from rustybt_ray.optimize.store import TRIAL_COLUMNS, ResultStore
 
         store = ResultStore(path, readonly=True)
         header = store.meta.get("result")

@@ -52,14 +52,18 @@ _FORMAT = 1
 _META = "store.json"
 _RETURNS = "returns.f32"
 _SHARDS = "trials"
-_FIXED: dict[str, pl.DataType] = {
-    "key": pl.Binary(),
+#: The trials table's own columns, besides parameters and metrics (in memory and in a store).
+TRIAL_COLUMNS: dict[str, pl.DataType] = {
     "number": pl.Int64(),
     "status": pl.String(),
     "error": pl.String(),
     "duration_s": pl.Float64(),
     "worker": pl.Int64(),
     "attempts": pl.Int64(),
+}
+_FIXED: dict[str, pl.DataType] = {
+    "key": pl.Binary(),
+    **TRIAL_COLUMNS,
     "lost": pl.Boolean(),
     "returns_offset": pl.Int64(),
     "returns_len": pl.Int64(),
