@@ -14,6 +14,7 @@ the replacement is prepared with every active job before it is handed out.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -91,7 +92,12 @@ class WorkerPool:
         if n > cpus:
             nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
             if nodes <= 1:
-                self.cpus_per_worker = max(cpus, 1) / n
+                # Share what is free now, not the total: CPUs another pool (or a leaked actor)
+                # holds would otherwise leave the last workers waiting worker_start_timeout_s.
+                free = float(ray.available_resources().get("CPU", 0.0))
+                budget = min(float(max(cpus, 1)), free) if free > 0 else float(max(cpus, 1))
+                # Ray counts fractional resources in units of 1e-4: round down so n shares fit.
+                self.cpus_per_worker = max(math.floor(budget / n * 10_000) / 10_000, 0.0001)
                 warnings.warn(f"{n} workers requested but the cluster has {cpus} CPUs; the workers share them "
                               f"({self.cpus_per_worker:.2f} CPU each), which adds no speed", RuntimeWarning,
                               stacklevel=2)
@@ -202,6 +208,8 @@ class WorkerPool:
         """
         self._check_open()
         with self._lock:
+            # close() may have run since the check above: a worker started now would leak.
+            self._check_open()
             old = self.workers.pop(worker_id, None)
             if old is not None:
                 _kill(old)

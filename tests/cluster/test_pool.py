@@ -148,3 +148,39 @@ def test_pool_refuses_work_after_a_ray_restart():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert "REFUSED True" in out and "CLOSED True" in out, out
+
+
+@ray.remote(num_cpus=1)
+class _CpuHolder:
+    """Holds a CPU, as another sweep's workers (or a leaked actor) would."""
+
+    def ping(self) -> int:
+        return os.getpid()
+
+
+def test_oversubscribed_pool_shares_only_the_free_cpus(ray_local, demo, make_spec):
+    """n workers > CPUs on one node: they share what is free, none waits worker_start_timeout_s.
+
+    Sharing the total instead (4 CPUs / 6 workers = 0.67 each) would leave some of them
+    unplaced while the holder (and the module's two-worker pool, if it is up) keep their CPUs,
+    and prepare() would drop them after the timeout with a warning.
+    """
+    holder = _CpuHolder.remote()
+    ray.get(holder.ping.remote())
+    try:
+        free = ray.available_resources().get("CPU", 0.0)
+        assert 0 < free <= 3.0
+        with pytest.warns(RuntimeWarning, match="share them"):
+            pool = WorkerPool(6, OptimizationConfig(worker_start_timeout_s=30))
+        with pool:
+            assert pool.cpus_per_worker * 6 <= free
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # "found no CPU" would be raised here
+                pool.prepare(make_spec(pool, demo, SmaCrossover))
+            assert len(pool) == 6
+            pids = {info["pid"] for info in pool.info()}
+            assert len(pids) == 6
+    finally:
+        ray.kill(holder)
