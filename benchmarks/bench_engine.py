@@ -33,7 +33,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 import rustybt_ray.engine.run as engine_run
 from rustybt_ray.data import Bundle, ingest_bundle, load_bundle

@@ -162,6 +162,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1, got {args.top}")
+    if (Path(args.directory) / "store.json").is_file():
+        return _store_results(Path(args.directory), args.top)
     sweep, trials, summary = read_results(args.directory)
     objective = sweep["objective"][0]
     dirs = sweep.get("directions")
@@ -180,6 +182,33 @@ def _cmd_results(args: argparse.Namespace) -> int:
     _print_top(trials, objective, direction, list(sweep.get("parameters") or []), args.top)
     if lines:
         print("\n".join(lines))
+    return 0
+
+
+def _store_results(directory: Path, k: int) -> int:
+    """``results`` of a results store (``run(..., store=DIR)``), read lazily: a million trials print in seconds."""
+    from rustybt_ray.metrics import METRIC_DIRECTIONS
+    from rustybt_ray.optimize import OptimizationResult
+    from rustybt_ray.optimize.store import ResultStore
+
+    store = ResultStore(directory, readonly=True)
+    if store.meta.get("result") is not None:
+        result, state = OptimizationResult.open(directory), "finished"
+    else:
+        # A sweep still running, or whose driver died: rank what it committed by its Sharpe ratio
+        # (or its first metric), since the objective is only saved when the sweep finishes.
+        metrics = store.metric_names
+        if not metrics:
+            print(f"{directory}: results store; running (or stopped before the end); no trials committed yet")
+            return 0
+        objective = "sharpe" if "sharpe" in metrics else metrics[0]
+        direction = METRIC_DIRECTIONS.get(objective, "maximize")
+        result = OptimizationResult(None, objective=objective, direction="maximize" if direction == "none" else direction,
+                                    param_names=store.param_names, metric_names=metrics, store=store)
+        state = "running (or stopped before the end; rerun it with the same store= to resume)"
+    print(f"{directory}: results store; {state}; {len(result)} trials, {result.n_complete} complete; "
+          f"best by {result.objective} ({result.direction})")
+    _print_top(result.top(k), result.objective, result.direction, result.param_names, k)
     return 0
 
 
@@ -236,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_optimize)
 
     p = sub.add_parser("results", help="top trials and statistics of a finished or running sweep")
-    p.add_argument("directory")
+    p.add_argument("directory", help="an `optimize` output directory, or a results store (run(..., store=DIR))")
     p.add_argument("--top", type=int, default=10)
     p.set_defaults(func=_cmd_results)
     return parser

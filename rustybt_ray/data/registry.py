@@ -36,7 +36,6 @@ from rustybt_ray.data.storage import (
     MANIFEST_FILE,
     TEMP_PREFIX,
     Manifest,
-    SymbolSpan,
     fsync_dir,
     read_bundle_dir,
     read_manifest,

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rustybt_ray.optimize.space import _BINOPS, _CMPOPS, _MAX_EXPONENT
+from rustybt_ray.optimize.constraint import _BINOPS, _CMPOPS, _MAX_EXPONENT
 
 if TYPE_CHECKING:
-    from rustybt_ray.optimize.space import Constraint
+    from rustybt_ray.optimize.constraint import Constraint
 
 
 class _NoVector(Exception):

@@ -32,7 +32,6 @@ are taken as left by a driver that died.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import time
@@ -47,20 +46,19 @@ from optuna.trial import TrialState
 from rustybt_ray.cluster.protocol import TrialStatus
 from rustybt_ray.errors import SearchSpaceError
 from rustybt_ray.optimize.optuna_scale import DRIVER_ATTR, driver_id, is_stale, wrap_sampler
+from rustybt_ray.optimize.optuna_setup import (
+    SAMPLER_NAMES,
+    SINGLE_OBJECTIVE_SAMPLERS,
+    check_storage,
+    make_sampler,
+    resolve_storage,
+)
 from rustybt_ray.optimize.pruning import make_pruner
 from rustybt_ray.optimize.search import SearchAlgorithm, TrialRequest
 from rustybt_ray.optimize.space import DiscreteParameter, ParameterSpace
 
 __all__ = ["BayesianOptimizationAlgorithm", "OptunaSearch", "SAMPLER_NAMES", "metric_constraints"]
 
-SAMPLER_NAMES = ("tpe", "gp", "cmaes", "qmc", "random", "nsga2", "nsga3")
-# Optuna 5 samplers that read FrozenTrial.constraints (set with Trial.set_constraint; the
-# older constraints_func argument is deprecated since 5.0, so it is not used here).
-_CONSTRAINED = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler,
-                "nsga2": optuna.samplers.NSGAIISampler, "nsga3": optuna.samplers.NSGAIIISampler}
-_SINGLE_OBJECTIVE = {"cmaes": optuna.samplers.CmaEsSampler}  # raises on several directions in optuna 5
-# Optional packages Optuna imports lazily, at the first sample: checked up front instead.
-_NEEDS = {"gp": ("torch", "scipy"), "cmaes": ("cmaes",), "qmc": ("scipy",)}
 NOT_RUN_ATTR = "rustybt_ray_not_run"
 NUMBER_ATTR = "rustybt_ray_number"  # a shared study's trial: its number in its driver's result
 # Proposals the sampler may make in a row that break the space's constraints or repeat a
@@ -199,12 +197,12 @@ class OptunaSearch(SearchAlgorithm):
         self._space = param_space
         self.n_trials, self.timeout, self.seed = n_trials, timeout, seed
         self.study_name = study_name
-        _check_storage(storage)
+        check_storage(storage)
         self._storage_arg = storage  # resolved at start(): a journal file is created then, not here
         self._storage: str | optuna.storages.BaseStorage | None = None
         self._constraint_fn = metric_constraints(constraints) if constraints is not None else None
-        self.sampler = _make_sampler(sampler, seed, dict(sampler_kwargs or {}), constraints is not None)
-        then = None if switch_to is None else _make_sampler(switch_to, seed, {}, constraints is not None)
+        self.sampler = make_sampler(sampler, seed, dict(sampler_kwargs or {}), constraints is not None)
+        then = None if switch_to is None else make_sampler(switch_to, seed, {}, constraints is not None)
         self.sampler = wrap_sampler(self.sampler, history_window=history_window, history_top=history_top,
                                     switch_at=switch_at, switch_to=then)
         if not isinstance(shared, bool):
@@ -252,7 +250,7 @@ class OptunaSearch(SearchAlgorithm):
         if not objs:
             raise SearchSpaceError("OptunaSearch needs at least one objective")
         if len(objs) > 1:
-            if isinstance(self.sampler, tuple(_SINGLE_OBJECTIVE.values())):
+            if isinstance(self.sampler, tuple(SINGLE_OBJECTIVE_SAMPLERS.values())):
                 raise SearchSpaceError(
                     f"sampler {type(self.sampler).__name__} handles one objective only, got {len(objs)}; "
                     "use 'tpe', 'nsga2', 'nsga3', 'gp', 'qmc' or 'random'")
@@ -280,7 +278,7 @@ class OptunaSearch(SearchAlgorithm):
             _check_params(space, p, "enqueue")
         directions = [d for _, d in self._objectives]
         if self._storage is None and self._storage_arg is not None:
-            self._storage = _resolve_storage(self._storage_arg)
+            self._storage = resolve_storage(self._storage_arg)
         self._dists = space.to_optuna_distributions()
         # Optuna picks float grid values as low + k*step; snapped to the space's own rounded values.
         self._float_steps = [p for p in space if isinstance(p, DiscreteParameter) and not p.is_int]
@@ -476,74 +474,6 @@ class OptunaSearch(SearchAlgorithm):
 
 BayesianOptimizationAlgorithm = OptunaSearch
 """The name the user guide uses for :class:`OptunaSearch`."""
-
-
-def _make_sampler(sampler: Any, seed: int | None, kwargs: dict[str, Any],
-                  constrained: bool) -> optuna.samplers.BaseSampler:
-    """The sampler for a name or an instance; errors name the valid choices."""
-    if isinstance(sampler, optuna.samplers.BaseSampler):
-        if kwargs:
-            raise SearchSpaceError("sampler_kwargs only apply to a sampler given by name, not to an instance")
-        if constrained and not isinstance(sampler, tuple(_CONSTRAINED.values())):
-            raise SearchSpaceError(
-                f"sampler {type(sampler).__name__} ignores constraints; use TPE, GP, NSGA-II or NSGA-III")
-        return sampler
-    if sampler not in SAMPLER_NAMES:
-        raise SearchSpaceError(
-            f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLER_NAMES)} or an optuna.samplers.BaseSampler")
-    if constrained and sampler not in _CONSTRAINED:
-        raise SearchSpaceError(
-            f"sampler {sampler!r} ignores constraints; use one of {', '.join(_CONSTRAINED)} with constraints=")
-    missing = [m for m in _NEEDS.get(sampler, ()) if importlib.util.find_spec(m) is None]
-    if missing:
-        raise SearchSpaceError(f"sampler {sampler!r} needs the package(s) {', '.join(missing)}: "
-                               f"pip install {' '.join(missing)}")
-    args: dict[str, Any] = {"seed": seed}
-    if sampler == "tpe":
-        args.update(constant_liar=True, multivariate=True)
-    elif sampler == "qmc":
-        args.update(scramble=True)  # scrambled Sobol: the seed matters, and no point sits on a corner
-    args.update(kwargs)
-    cls = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler,
-           "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler,
-           "random": optuna.samplers.RandomSampler, "nsga2": optuna.samplers.NSGAIISampler,
-           "nsga3": optuna.samplers.NSGAIIISampler}[sampler]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return cls(**args)
-    except (TypeError, ValueError) as exc:
-        raise SearchSpaceError(f"sampler {sampler!r}: {exc}") from None
-
-
-def _check_storage(storage: Any) -> None:
-    """Raise :class:`SearchSpaceError` unless ``storage`` is something :func:`_resolve_storage` takes."""
-    if storage is None or isinstance(storage, optuna.storages.BaseStorage):
-        return
-    if isinstance(storage, (str, os.PathLike)):
-        text = os.fspath(storage)
-        if "://" in text or text.endswith((".log", ".journal")):
-            return
-    raise SearchSpaceError(
-        f"storage {storage!r}: give a URL like 'sqlite:///study.db', a journal file path ending in .log "
-        "or .journal, or an optuna storage")
-
-
-def _resolve_storage(storage: Any) -> str | optuna.storages.BaseStorage | None:
-    """An Optuna storage, a URL left for Optuna, or a journal file for a ``.log``/``.journal`` path."""
-    if storage is None or isinstance(storage, optuna.storages.BaseStorage):
-        return storage
-    if isinstance(storage, (str, os.PathLike)):
-        text = os.fspath(storage)
-        if "://" in text:
-            return text  # an RDB URL: optuna.create_study builds the RDBStorage
-        if text.endswith((".log", ".journal")):
-            from optuna.storages.journal import JournalFileBackend
-
-            return optuna.storages.JournalStorage(JournalFileBackend(text))
-    raise SearchSpaceError(
-        f"storage {storage!r}: give a URL like 'sqlite:///study.db', a journal file path ending in .log "
-        "or .journal, or an optuna storage")
 
 
 def _key(params: Mapping[str, Any]) -> str:

@@ -443,7 +443,7 @@ class OptimizationResult:
         A sweep whose driver died before the end has no saved header yet: its table is
         what was committed, ranked by the store's first metric unless told otherwise.
         """
-        from rustybt_ray.optimize.store import TRIAL_COLUMNS, ResultStore
+        from rustybt_ray.optimize.store import ResultStore
 
         store = ResultStore(path, readonly=True)
         header = store.meta.get("result")

@@ -10,9 +10,8 @@ import time
 import numpy as np
 import polars as pl
 import pytest
-import ray
 
-from rustybt_ray import TradingAlgorithm, load_bundle
+from rustybt_ray import load_bundle
 from rustybt_ray.engine import run_metrics
 from rustybt_ray.examples.sma_crossover import SmaCrossover, SmaCrossoverCached
 from rustybt_ray.optimization import (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from vector_testkit import COMMISSIONS, SLIPPAGES, assert_same, event_run, random_bundle, vector_run
 from hypothesis import HealthCheck, given, settings
