@@ -276,6 +276,24 @@ class ResultStore:
             return int(self._rows[i])
         return None
 
+    def holds(self, number: int, key: str) -> bool:
+        """True when the store has a row for trial ``number`` with this ``key`` (its last row, if several).
+
+        A resumed sweep asks every trial again: one already stored under its own number needs
+        no new row. The bitmap answers "no row" at once; a number whose row is not the one
+        the key index points to (twins: two numbers, one point) is looked up in the shards,
+        which the number column's statistics keep to about one row group.
+        """
+        if number < 0 or (number >> 3) >= len(self._numbers) or not self._numbers[number >> 3] & (1 << (number & 7)):
+            return False
+        digest = _digest(key)
+        pending = [r["key"] for r in self._pending if r["number"] == number]
+        if pending:
+            return pending[-1] == digest
+        files = [f for _, _, f in self._shards]
+        found = pl.scan_parquet(files).filter(pl.col("number") == number).select("key").collect() if files else None
+        return found is not None and found.height > 0 and found["key"][-1] == digest
+
     def get(self, key: str, need_returns: bool = False) -> dict[str, Any] | None:
         """The record stored for ``key`` (``returns`` a :class:`StoredReturns` pointer), or None.
 

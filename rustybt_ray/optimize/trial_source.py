@@ -134,7 +134,7 @@ class SearchSource:
         self.n_reused += 1
         if not self._stores:
             self.reused[number] = o
-        elif rec.get("number") != number:
+        elif rec.get("number") != number and not self.journal.holds(number, key):
             # The store already holds this trial under its own number (a resumed sweep asks
             # it again with the same one: nothing to write); under another number it gets a
             # row of its own that shares the stored returns.

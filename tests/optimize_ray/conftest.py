@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from pathlib import Path
+
 import pytest
 import ray
 
@@ -16,3 +20,14 @@ def ray_session():
     yield
     if started:
         ray.shutdown()
+
+
+@pytest.fixture
+def resume_scenario():
+    """The module a killed-driver test runs as its driver (imported by the same name as in that driver)."""
+    here = str(Path(__file__).parent)
+    sys.path.insert(0, here)
+    try:
+        return importlib.import_module("resume_scenario")
+    finally:
+        sys.path.remove(here)

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
 
 from rustybt_ray import load_bundle
 from rustybt_ray.engine import run_metrics
@@ -27,14 +20,6 @@ from rustybt_ray.optimization import (
 
 HERE = Path(__file__).parent
 START, END = "2018-01-01", "2019-12-31"
-
-
-def scenario():
-    sys.path.insert(0, str(HERE))
-    try:
-        return importlib.import_module("resume_scenario")
-    finally:
-        sys.path.remove(str(HERE))
 
 
 def space(slow_max: int = 60) -> ParameterSpace:
@@ -91,29 +76,11 @@ def test_a_torn_journal_resumed_three_times_loses_and_duplicates_nothing(ray_ses
     assert len(keys) == len(set(keys)) == 15  # 0 lost, 0 duplicated, every line a record
 
 
-def test_a_killed_driver_resumes_and_runs_only_what_was_missing(ray_session, tmp_path):
-    mod = scenario()
+def test_a_killed_driver_resumes_and_runs_only_what_was_missing(ray_session, resume_scenario, tmp_path):
+    mod = resume_scenario
     journal = tmp_path / "killed.jsonl"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
-    # Its own session: the driver and the Ray it starts form one process group we kill as one.
-    proc = subprocess.Popen([sys.executable, "-c", f"import resume_scenario; resume_scenario.main({str(journal)!r})"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if journal.exists() and len(journal.read_text().splitlines()) >= 6:
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"the driver ended early: {proc.stdout.read().decode()[-2000:]}")
-            time.sleep(0.05)
-        else:
-            pytest.fail("the sweep journaled nothing within 120 s")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.stdout.close()
+    mod.kill_driver_when(f"import resume_scenario; resume_scenario.main({str(journal)!r})",
+                         lambda: journal.exists() and len(journal.read_text().splitlines()) >= 6)
     done_before = TrialJournalCount(journal)
     assert 6 <= done_before < 24, done_before  # killed mid-sweep
 

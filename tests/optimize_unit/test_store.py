@@ -222,3 +222,16 @@ def test_a_store_whose_sweep_never_finished_says_how_to_resume(tmp_path):
     ResultStore(tmp_path / "s", job=JOB, param_names=PARAMS).close()
     with pytest.raises(SearchSpaceError, match="resume"):
         OptimizationResult.open(tmp_path / "s")
+
+
+def test_holds_says_whether_a_number_has_a_row_with_that_key(tmp_path):
+    """Twins (two numbers, one point) both have rows; a resume must not write either again."""
+    store = ResultStore(tmp_path / "s", job=JOB, param_names=PARAMS, flush_rows=3)
+    twin = {**record(4), "key": key(1), "attempts": 0}
+    store.append([record(i) for i in range(4)] + [twin, record(5)])
+    assert store.holds(1, key(1)) and store.holds(4, key(1))  # committed and pending rows
+    assert not store.holds(4, key(4)) and not store.holds(6, key(6)) and not store.holds(-1, key(1))
+    store.close()
+    again = ResultStore(tmp_path / "s", job=JOB)
+    assert again.holds(4, key(1)) and again.holds(5, key(5)) and not again.holds(5, key(1))
+    assert again.get(key(1))["number"] in (1, 4)
