@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rustybt_ray.config import OptimizationConfig
 from rustybt_ray.data.bundle import Bundle
 from rustybt_ray.engine.algorithm import TradingAlgorithm
 from rustybt_ray.engine.costs import CommissionModel, SlippageModel
-from rustybt_ray.errors import SearchSpaceError, StrategyError
+from rustybt_ray.errors import OutputError, SearchSpaceError, StrategyError
+from rustybt_ray.files import ensure_directory, file_mode
 from rustybt_ray.metrics import METRIC_DIRECTIONS
 from rustybt_ray.optimize.journal import TrialJournal
 from rustybt_ray.optimize.objectives import Objective, Objectives
@@ -35,7 +37,7 @@ from rustybt_ray.optimize.result import OptimizationResult
 from rustybt_ray.optimize.search import GridSearchAlgorithm, SearchAlgorithm
 from rustybt_ray.optimize.session import SweepSession, last_pool
 from rustybt_ray.optimize.space import ParameterSpace
-from rustybt_ray.optimize.store import ResultStore, spill_directory
+from rustybt_ray.optimize.store import ResultStore
 from rustybt_ray.optimize.trial_source import SearchSource
 
 __all__ = ["Objective", "ParallelOptimizer", "last_pool"]
@@ -257,3 +259,32 @@ class ParallelOptimizer:
         # Per-bar returns stay beside the table (one float32 array per trial), when asked for.
         result.returns = {r["number"]: r["returns"] for r in records if r["returns"] is not None}
         return result
+
+
+def spill_directory(config: Any, n_trials: int | None) -> Path | None:
+    """A new store directory for a sweep of ``n_trials`` when ``config.spill_trials`` says it is too big for memory.
+
+    None for smaller sweeps (or unknown size, or ``spill_trials=None``). The directory is
+    created under ``config.results_dir`` (the system's temporary directory when None) and
+    named in a warning, since it outlives the process.
+    """
+    import tempfile
+    import warnings
+
+    limit = getattr(config, "spill_trials", None)
+    if limit is None or n_trials is None or n_trials < limit:
+        return None
+    parent = getattr(config, "results_dir", None)
+    if parent is not None:
+        ensure_directory(parent)
+    try:
+        path = Path(tempfile.mkdtemp(prefix="rustybt-sweep-", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"cannot create a results store under {parent or tempfile.gettempdir()}: "
+                          f"{exc.strerror or exc}") from None
+    mode = file_mode()  # mkdtemp's 0700 would hide the results from colleagues on a shared file system
+    os.chmod(path, mode | ((mode & 0o444) >> 2))
+    warnings.warn(f"a sweep of {n_trials} trials keeps its results out of core, in {path} "
+                  f"(OptimizationConfig.spill_trials={limit}); pass store= to choose the directory, "
+                  "OptimizationResult.open() reads it back", UserWarning, stacklevel=3)
+    return path

@@ -44,7 +44,8 @@ import numpy as np
 import polars as pl
 
 from rustybt_ray.errors import ConfigError, OutputError
-from rustybt_ray.files import atomic_write, ensure_directory, file_mode, write_json_atomic
+from rustybt_ray.files import atomic_write, ensure_directory, write_json_atomic
+from rustybt_ray.optimize.store_index import KeyIndex, release_freed_memory
 
 __all__ = ["ResultStore", "StoredReturns"]
 
@@ -116,9 +117,7 @@ class ResultStore:
         self.flush_seconds = float(flush_seconds)
         self._meta: dict[str, Any] = {}
         self._shards: list[tuple[int, int, Path]] = []  # (first row, rows, file), by first row
-        self._keys = np.empty(0, dtype="S32")
-        self._rows = np.empty(0, dtype=np.int64)
-        self._recent: dict[bytes, int] = {}
+        self._index = KeyIndex(_MERGE_EVERY)
         self._numbers = bytearray()  # bitmap of numbers with a row: a repeat marks duplicates
         self._pending: list[dict[str, Any]] = []
         self._returns_end = 0  # floats in returns.f32 that belong to rows (committed or pending)
@@ -198,7 +197,9 @@ class ResultStore:
 
     def _load_index(self) -> None:
         """Every reusable key, sorted, with its row: the journal's index, in NumPy arrays (resume in seconds)."""
-        keys, rows, numbers = [], [], []
+        keys: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+        numbers: list[np.ndarray] = []
         for first, n, f in self._shards:
             t = pl.read_parquet(f, columns=["key", "lost", "number"])
             ok = ~t["lost"].to_numpy()
@@ -206,17 +207,11 @@ class ResultStore:
             keys.append(k[ok])
             rows.append(np.arange(first, first + n, dtype=np.int64)[ok])
             numbers.append(t["number"].to_numpy())
-        if keys:
-            k, r = np.concatenate(keys), np.concatenate(rows)
-            # A key journaled twice (a rerun of a lost trial): the later row wins.
-            order = np.lexsort((r, k))
-            k, r = k[order], r[order]
-            last = np.ones(len(k), dtype=bool)
-            last[:-1] = k[1:] != k[:-1]
-            self._keys, self._rows = k[last], r[last]
-            for arr in numbers:
-                self._mark_numbers(arr)
-        self.loaded = len(self._keys)
+        # A key journaled twice (a rerun of a lost trial): the later row wins.
+        self._index = KeyIndex.from_arrays(keys, rows, _MERGE_EVERY)
+        for arr in numbers:
+            self._mark_numbers(arr)
+        self.loaded = len(self._index)
 
     def _mark_numbers(self, numbers: np.ndarray) -> None:
         """Mark numbers (loaded in bulk) in the bitmap; a number seen twice means the scan must deduplicate."""
@@ -261,20 +256,13 @@ class ResultStore:
 
     def __len__(self) -> int:
         """Reusable trials held (distinct keys)."""
-        return len(self._keys) + len(self._recent)
+        return len(self._index)
 
     def __contains__(self, key: str) -> bool:
         return self._lookup(_digest(key)) is not None
 
     def _lookup(self, digest: bytes) -> int | None:
-        row = self._recent.get(digest)
-        if row is not None:
-            return row
-        i = int(np.searchsorted(self._keys, digest))
-        # NumPy's fixed-width bytes drop trailing NUL bytes when read back one at a time.
-        if i < len(self._keys) and self._keys[i] == digest.rstrip(b"\0"):
-            return int(self._rows[i])
-        return None
+        return self._index.find(digest)
 
     def holds(self, number: int, key: str) -> bool:
         """True when the store has a row for trial ``number`` with this ``key`` (its last row, if several).
@@ -358,13 +346,11 @@ class ResultStore:
                 "worker": r.get("worker"), "attempts": int(r.get("attempts", 1)), "lost": bool(r.get("lost", False)),
                 "returns_offset": off, "returns_len": n,
             })
-            if not r.get("lost", False):
-                self._recent[digest] = row
+            if not r.get("lost", False) and self._index.add(digest, row):
+                release_freed_memory()
             self._mark_number(number)
         if len(self._pending) >= self.flush_rows or time.monotonic() - self._last_commit >= self.flush_seconds:
             self.commit()
-        if len(self._recent) >= _MERGE_EVERY:
-            self._merge_recent()
 
     def _write_returns(self, arr: np.ndarray) -> None:
         if self._fh is None:
@@ -377,18 +363,6 @@ class ResultStore:
         except OSError as exc:
             raise OutputError(f"cannot write {self.path / _RETURNS}: {exc.strerror or exc}") from None
         self._returns_end += int(arr.size)
-
-    def _merge_recent(self) -> None:
-        if not self._recent:
-            return
-        k = np.concatenate([self._keys, np.array(list(self._recent), dtype="S32")])
-        r = np.concatenate([self._rows, np.fromiter(self._recent.values(), dtype=np.int64, count=len(self._recent))])
-        order = np.lexsort((r, k))
-        k, r = k[order], r[order]
-        last = np.ones(len(k), dtype=bool)
-        last[:-1] = k[1:] != k[:-1]
-        self._keys, self._rows = k[last], r[last]
-        self._recent = {}
 
     def commit(self) -> None:
         """Make every pending row durable: returns fsynced, then one shard written and renamed into place."""
@@ -537,32 +511,3 @@ def _plain(job: Mapping[str, Any]) -> dict[str, Any]:
 def _dtype(name: str) -> pl.DataType:
     return {"Int64": pl.Int64(), "Float64": pl.Float64(), "String": pl.String(), "Boolean": pl.Boolean()}.get(
         name, pl.String())
-
-
-def spill_directory(config: Any, n_trials: int | None) -> Path | None:
-    """A new store directory for a sweep of ``n_trials`` when ``config.spill_trials`` says it is too big for memory.
-
-    None for smaller sweeps (or unknown size, or ``spill_trials=None``). The directory is
-    created under ``config.results_dir`` (the system's temporary directory when None) and
-    named in a warning, since it outlives the process.
-    """
-    import tempfile
-    import warnings
-
-    limit = getattr(config, "spill_trials", None)
-    if limit is None or n_trials is None or n_trials < limit:
-        return None
-    parent = getattr(config, "results_dir", None)
-    if parent is not None:
-        ensure_directory(parent)
-    try:
-        path = Path(tempfile.mkdtemp(prefix="rustybt-sweep-", dir=parent))
-    except OSError as exc:
-        raise OutputError(f"cannot create a results store under {parent or tempfile.gettempdir()}: "
-                          f"{exc.strerror or exc}") from None
-    mode = file_mode()  # mkdtemp's 0700 would hide the results from colleagues on a shared file system
-    os.chmod(path, mode | ((mode & 0o444) >> 2))
-    warnings.warn(f"a sweep of {n_trials} trials keeps its results out of core, in {path} "
-                  f"(OptimizationConfig.spill_trials={limit}); pass store= to choose the directory, "
-                  "OptimizationResult.open() reads it back", UserWarning, stacklevel=3)
-    return path

@@ -121,7 +121,7 @@ def test_keys_with_trailing_nul_bytes_are_found_in_the_sorted_index(tmp_path):
     assert nul
     store = ResultStore(tmp_path / "s", job=JOB, param_names=PARAMS)
     store.append([{**record(i), "key": k} for i, k in enumerate(nul)])
-    store._merge_recent()
+    store._index.merge()
     assert all(k in store for k in nul)
     store.close()
     again = ResultStore(tmp_path / "s", job=JOB, param_names=PARAMS)
