@@ -17,6 +17,21 @@ Variants:
   warmed ``ArrayCache``, one ``order_target_percents`` call per bar), the two runs
   alternated so that their ratio is measured under the same load.
 
+Per asset (``--section assets``, also part of ``all``): the same strategies at 8, 100 and
+500 assets of ``../shared/data/sp500_daily_yf_2005_2025`` (8: the mag-7 symbols; 100 and
+500: those plus the first others alphabetically), or of a synthetic random-walk bundle
+(5,000 bars) when ``../shared`` is absent:
+
+- ``top_k_momentum``: ``TopKMomentum`` (the example, zipline style: a monthly
+  ``schedule_function`` and one ``order_target_percent`` per asset), ``top_k = n // 4``;
+- ``equal_weight_daily``: every bar, equal weight over the assets that trade that bar, in
+  one ``order_target_percents`` call (a heavy rebalancer: orders on most bars);
+- ``empty``: the engine's own cost per bar.
+
+Each is reported in µs per bar and µs per bar per asset (medians of ``--repeats`` runs);
+``--profile`` adds the top functions of a cProfile run at the widest universe. On a shared
+machine these move by 2-3x from one run to the next: compare sizes within one run.
+
 Each figure is the median over ``--repeats`` runs; ``loop`` excludes building the
 result (metrics, tables), ``total`` includes it. Prints one JSON object.
 """
@@ -24,20 +39,25 @@ result (metrics, tables), ``total`` includes it. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 
 import rustybt_ray.engine.run as engine_run
 from rustybt_ray.data import Bundle, ingest_bundle, load_bundle
-from rustybt_ray.engine import ArrayCache, TradingAlgorithm, run_algorithm, run_metrics
+from rustybt_ray.engine import ArrayCache, BarData, TradingAlgorithm, run_algorithm, run_metrics
 from rustybt_ray.examples.sma_crossover import SmaCrossover, SmaCrossoverCached, SmaCrossoverDataFrame
+from rustybt_ray.examples.top_k_momentum import TopKMomentum
 
 SYMBOLS = ["AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA", "TSLA", "SPY"]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mag7_daily_yf_2005_2025"
@@ -48,6 +68,21 @@ BPS, PER_SHARE = 5.0 / 10_000.0, 0.001
 
 class Empty(TradingAlgorithm):
     """Does nothing: measures the engine's own per-bar cost."""
+
+
+class EqualWeightDaily(TradingAlgorithm):
+    """Every bar: ``1 / n`` in each of the ``n`` assets that trade this bar, 0 in the others, in one call."""
+
+    def initialize(self) -> None:
+        """Which assets trade on which bar, once."""
+        self.trades = ~np.isnan(self.bundle.close)
+
+    def handle_data(self, data: BarData) -> None:
+        """Rebalance every asset to equal weight."""
+        row = self.trades[data.bar_index]
+        n = int(row.sum())
+        if n:
+            self.order_target_percents(np.where(row, 1.0 / n, 0.0))
 
 
 def load_workload() -> tuple[Bundle, str]:
@@ -82,7 +117,96 @@ def load_sp500(symbols: list[str] | None = None) -> tuple[Bundle, str] | None:
     for s in wanted:
         os.symlink(files[s], src / f"{s}.csv.gz")
     ingest_bundle("sp500", src, root=root, lenient=True)
-    return load_bundle("sp500", root=root), str(SP500)
+    bundle = load_bundle("sp500", root=root, cache=False)
+    shutil.rmtree(root, ignore_errors=True)  # the bundle is in memory now; ~55 MB per call otherwise left in /tmp
+    return bundle, str(SP500)
+
+
+def synthetic(n_assets: int, n_bars: int = 5000, seed: int = 0) -> Bundle:
+    """Random walks of ``n_assets`` on ``n_bars`` business days: the per-asset section without ``../shared``."""
+    rng = np.random.default_rng(seed)
+    close = 50.0 * np.exp(np.cumsum(rng.normal(0.0003, 0.02, (n_bars, n_assets)), axis=0))
+    open_ = close * np.exp(rng.normal(0, 0.005, close.shape))
+    block = np.stack([open_, np.fmax(open_, close) * 1.005, np.fmin(open_, close) * 0.995, close,
+                      np.full(close.shape, 1e6)])
+    cal = np.busday_offset(np.datetime64("2005-01-03"), np.arange(n_bars), roll="forward").astype("datetime64[ns]")
+    return Bundle(f"synthetic{n_assets}", "1d", cal, [f"S{i:03d}" for i in range(n_assets)], block)
+
+
+def universe(n_assets: int) -> tuple[Bundle, str]:
+    """``n_assets`` of the S&P 500 set (the mag-7 symbols first, then alphabetically), or a synthetic bundle."""
+    if SP500.is_dir():
+        names = sorted(p.name[: -len(".csv.gz")] for p in SP500.glob("*.csv.gz"))
+        chosen = (SYMBOLS + [s for s in names if s not in SYMBOLS])[:n_assets]
+        loaded = load_sp500(chosen)
+        assert loaded is not None
+        return loaded
+    return synthetic(n_assets), "synthetic random walks (../shared absent)"
+
+
+def per_asset_scaling(repeats: int, sizes: tuple[int, ...] = (8, 100, 500), profile: bool = False) -> dict[str, Any]:
+    """µs per bar and per bar per asset of the event engine at each universe size, for three strategies."""
+    out: dict[str, Any] = {"sizes": list(sizes)}
+    for n in sizes:
+        b, source = universe(n)
+        n_bars, n_assets = b.shape
+        k = max(1, n_assets // 4)
+        cases: list[tuple[str, type[TradingAlgorithm], dict[str, Any]]] = [
+            ("top_k_momentum", TopKMomentum, {"top_k": k}),
+            ("equal_weight_daily", EqualWeightDaily, {}),
+            ("empty", Empty, {}),
+        ]
+        reps = repeats
+        row: dict[str, Any] = {"assets": n_assets, "bars": n_bars, "source": source, "repeats": reps}
+        for label, cls, params in cases:
+            run_algorithm(cls, b, capital_base=CAPITAL, params=params)  # warm: imports, row caches
+            t = engine_times(cls, b, reps, params)
+            result = run_algorithm(cls, b, capital_base=CAPITAL, params=params)
+            us_total, us_loop = t["total_s"] / n_bars * 1e6, t["loop_s"] / n_bars * 1e6
+            row[label] = {
+                "us_per_bar_total": round(us_total, 2),
+                "us_per_bar_loop": round(us_loop, 2),
+                "us_per_bar_per_asset_total": round(us_total / n_assets, 4),
+                "us_per_bar_per_asset_loop": round(us_loop / n_assets, 4),
+                "fills": result.transactions.height,
+                "final_value": result.final_value,
+            }
+        out[str(n)] = row
+        if profile and n == max(sizes):
+            out["profile"] = {label: profile_top(cls, b, params) for label, cls, params in cases[:2]}
+    # The issue asks for a per-asset cost that falls as assets grow: from the first size to the
+    # last, and (stricter) at every step.
+    out["per_asset_cost_falls"] = {
+        label: {
+            kind: {"first_to_last": _per_asset(out, sizes[-1], label, kind) < _per_asset(out, sizes[0], label, kind),
+                   "every_step": all(_per_asset(out, b, label, kind) < _per_asset(out, a, label, kind)
+                                     for a, b in itertools.pairwise(sizes))}
+            for kind in ("loop", "total")
+        }
+        for label in ("top_k_momentum", "equal_weight_daily", "empty")
+    }
+    return out
+
+
+def _per_asset(out: dict[str, Any], size: int, label: str, kind: str) -> float:
+    return out[str(size)][label][f"us_per_bar_per_asset_{kind}"]
+
+
+def profile_top(cls: type[TradingAlgorithm], b: Bundle, params: dict[str, Any], n: int = 15) -> list[str]:
+    """The ``n`` functions with the most own time in one cProfile'd run, as text lines."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    run_algorithm(cls, b, capital_base=CAPITAL, params=params)
+    prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(n)
+    lines = [ln.rstrip() for ln in text.getvalue().splitlines() if ln.strip()]
+    start = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("ncalls")), 0)
+    return lines[max(0, start - 3):]
 
 
 def lean_loop(b: Bundle) -> float:
@@ -153,7 +277,8 @@ def timed(fn, repeats: int) -> list[float]:
     return out
 
 
-def engine_times(cls: type[TradingAlgorithm], b: Bundle, repeats: int) -> dict[str, float]:
+def engine_times(cls: type[TradingAlgorithm], b: Bundle, repeats: int,
+                 params: dict[str, Any] | None = None) -> dict[str, float]:
     """Median seconds of the whole run and of the event loop alone."""
     loop_times: list[float] = []
     orig = engine_run._loop
@@ -165,7 +290,7 @@ def engine_times(cls: type[TradingAlgorithm], b: Bundle, repeats: int) -> dict[s
 
     engine_run._loop = timed_loop
     try:
-        totals = timed(lambda: run_algorithm(cls, b, capital_base=CAPITAL), repeats)
+        totals = timed(lambda: run_algorithm(cls, b, capital_base=CAPITAL, params=params), repeats)
     finally:
         engine_run._loop = orig
     return {"total_s": statistics.median(totals), "loop_s": statistics.median(loop_times)}
@@ -188,7 +313,15 @@ def metrics_times(classes: list[type[TradingAlgorithm]], b: Bundle, repeats: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--section", choices=("all", "base", "assets"), default="all",
+                        help="base: the 8-asset variants; assets: the per-asset scaling; all: both")
+    parser.add_argument("--profile", action="store_true", help="cProfile the widest universe (per-asset section)")
     args = parser.parse_args()
+    if args.section == "assets":
+        print(json.dumps({"benchmark": "bench_engine", "date": time.strftime("%Y-%m-%d"),
+                          "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+                          "per_asset": per_asset_scaling(args.repeats, profile=args.profile)}, indent=2))
+        return
     b, source = load_workload()
     n_bars = b.shape[0]
     per_bar = lambda s: round(s / n_bars * 1e6, 3)  # noqa: E731
@@ -239,6 +372,8 @@ def main() -> None:
             "cached_batch_relative_difference": abs(cached_equity - engine_equity) / engine_equity,
         },
     }
+    if args.section == "all":
+        out["per_asset"] = per_asset_scaling(args.repeats, profile=args.profile)
     print(json.dumps(out, indent=2))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import polars as pl
 
 from rustybt_ray.errors import BundleValidationError
@@ -24,6 +25,25 @@ _NS_PER_DAY = 24 * _NS_PER_HOUR
 #: Trading days are mostly 1 calendar day apart (a sparse symbol's may be a long
 #: weekend, 4); weekly data is 7 apart.
 _MAX_DAILY_MODE_DAYS = 4
+
+
+def session_index(calendar: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sessions of an ascending bar calendar: ``(session_id, starts, days)``.
+
+    A session is a calendar day of the bar timestamps (the bundle's own sessions, see
+    ``Bundle.sessions``): ``session_id[t]`` numbers bar ``t``'s session from 0,
+    ``starts[s]`` is the first bar of session ``s`` and ``days[s]`` its date
+    (``datetime64[D]``). The calendar is sorted, so this is one pass, not a sort.
+    """
+    days = np.asarray(calendar).astype("datetime64[D]")
+    if days.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), days
+    new = np.empty(days.shape[0], dtype=bool)
+    new[0] = True
+    np.not_equal(days[1:], days[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    session_id = np.cumsum(new, dtype=np.int64) - 1
+    return session_id, starts, days[starts]
 
 
 def normalize_frequency(code: str) -> str:

@@ -12,11 +12,24 @@ from rustybt_ray.engine.costs import (
     PerDollar,
     PerShare,
     SlippageModel,
+    VolumeShareSlippage,
 )
 from rustybt_ray.engine.ledger import Ledger, Transactions
-from rustybt_ray.engine.orders import Order
+from rustybt_ray.engine.orders import (
+    ExecutionStyle,
+    LimitOrder,
+    MarketOrder,
+    Order,
+    StopLimitOrder,
+    StopOrder,
+)
 from rustybt_ray.engine.result import BacktestResult
-from rustybt_ray.engine.run import TrialPruned, checkpoint_bars, run_algorithm, run_metrics
+from rustybt_ray.engine.run import (
+    TrialPruned,
+    checkpoint_bars,
+    run_algorithm,
+    run_metrics,
+)
 from rustybt_ray.engine.schedule import date_rules, time_rules
 
 __all__ = [
@@ -25,8 +38,11 @@ __all__ = [
     "BarData",
     "BasisPoints",
     "CommissionModel",
+    "ExecutionStyle",
     "FixedBasisPointsSlippage",
     "Ledger",
+    "LimitOrder",
+    "MarketOrder",
     "NoCommission",
     "NoSlippage",
     "Order",
@@ -35,6 +51,8 @@ __all__ = [
     "Portfolio",
     "Position",
     "SlippageModel",
+    "StopLimitOrder",
+    "StopOrder",
     "TradingAlgorithm",
     "Transactions",
     "date_rules",
@@ -42,6 +60,7 @@ __all__ = [
     "run_algorithm",
     "run_metrics",
     "TrialPruned",
+    "VolumeShareSlippage",
     "checkpoint_bars",
     "time_rules",
 ]

@@ -14,8 +14,11 @@ A strategy in ten lines::
 Timing contract: ``handle_data(data)`` runs at the close of each bar ``t`` and sees
 bars up to and including ``t``. An order placed at bar ``t`` fills at the next bar
 on which its asset trades (``t + 1``'s open by default, or its close with
-``fill_price='close'``), with slippage and commission applied. Orders are market
-orders for whole shares (amounts are truncated toward zero, as in zipline).
+``fill_price='close'``), with slippage and commission applied. Orders are for whole
+shares (amounts are truncated toward zero, as in zipline) unless the run has
+``fractional_shares=True``; market orders by default, or limit, stop and stop-limit
+orders (``style=``, see :mod:`rustybt_ray.engine.orders` for the fill rules), which
+stay open until they fill or are cancelled.
 
 Parameters: a run's parameter values are pinned before ``initialize`` runs, and an
 assignment in ``initialize`` to a pinned name is ignored, so ``self.lookback = 20``
@@ -35,10 +38,16 @@ import numpy as np
 
 from rustybt_ray.data.bundle import Asset
 from rustybt_ray.engine.costs import CommissionModel, SlippageModel
-from rustybt_ray.engine.orders import Order
+from rustybt_ray.engine.orders import ExecutionStyle, Order, order_style
 from rustybt_ray.engine.rebalance import order_target_percents as _order_target_percents
-from rustybt_ray.engine.schedule import DateRule, Scheduled, TimeRule, date_rules, time_rules
-from rustybt_ray.engine.shares import NEG_SNAP_FRACTION, SNAP_FRACTION, round_shares
+from rustybt_ray.engine.schedule import (
+    DateRule,
+    Scheduled,
+    TimeRule,
+    date_rules,
+    time_rules,
+)
+from rustybt_ray.engine.shares import NEG_SNAP_FRACTION, SNAP_FRACTION
 from rustybt_ray.errors import OrderError, StrategyError
 
 if TYPE_CHECKING:
@@ -145,61 +154,68 @@ class TradingAlgorithm:
 
     # -- orders ---------------------------------------------------------------------
 
-    def order(self, asset: Asset | str, amount: float, limit_price: Any = None, stop_price: Any = None,
-              style: Any = None) -> int | None:
-        """Buy (``amount > 0``) or sell ``amount`` shares; returns the order id, or None for zero shares."""
-        _market_only(limit_price, stop_price, style)
+    def order(self, asset: Asset | str, amount: float, limit_price: float | None = None,
+              stop_price: float | None = None, style: ExecutionStyle | None = None) -> int | None:
+        """Buy (``amount > 0``) or sell ``amount`` shares; returns the order id, or None for zero shares.
+
+        ``style`` (``MarketOrder()``, ``LimitOrder(p)``, ``StopOrder(p)``,
+        ``StopLimitOrder(limit, stop)``) or ``limit_price``/``stop_price`` make it a
+        limit, stop or stop-limit order; the fill rules are in
+        :mod:`rustybt_ray.engine.orders`. Every ``order*`` method takes them.
+        """
+        spec = order_style(limit_price, stop_price, style)
         state = self._rb
         if type(asset) is not Asset:
             asset = state.resolve(asset)
-        return state.place(asset, round_shares(_finite("amount", amount)))
+        return state.place(asset, state.share_rule(_finite("amount", amount)), spec)
 
-    def order_value(self, asset: Asset | str, value: float, limit_price: Any = None, stop_price: Any = None,
-                    style: Any = None) -> int | None:
-        """Trade ``value`` currency worth of the asset at its current price."""
-        _market_only(limit_price, stop_price, style)
+    def order_value(self, asset: Asset | str, value: float, limit_price: float | None = None,
+                    stop_price: float | None = None, style: ExecutionStyle | None = None) -> int | None:
+        """Trade ``value`` currency worth of the asset, sized at its current price (whatever the style)."""
+        spec = order_style(limit_price, stop_price, style)
         state = self._rb
         if type(asset) is not Asset:
             asset = state.resolve(asset)
         value = _finite("value", value)
         if value == 0:
             return None
-        return state.place(asset, round_shares(value / state.price_now(asset)))
+        return state.place(asset, state.share_rule(value / state.price_now(asset)), spec)
 
-    def order_percent(self, asset: Asset | str, percent: float, limit_price: Any = None,
-                      stop_price: Any = None, style: Any = None) -> int | None:
+    def order_percent(self, asset: Asset | str, percent: float, limit_price: float | None = None,
+                      stop_price: float | None = None, style: ExecutionStyle | None = None) -> int | None:
         """Trade ``percent`` (0.1 = 10%) of the current portfolio value in the asset."""
-        _market_only(limit_price, stop_price, style)
-        return self.order_value(asset, _finite("percent", percent) * self._rb.portfolio_value())
+        return self.order_value(asset, _finite("percent", percent) * self._rb.portfolio_value(),
+                                limit_price, stop_price, style)
 
-    def order_target(self, asset: Asset | str, target: float, limit_price: Any = None, stop_price: Any = None,
-                     style: Any = None) -> int | None:
-        """Order what it takes to hold ``target`` shares, counting open orders of the asset."""
-        _market_only(limit_price, stop_price, style)
+    def order_target(self, asset: Asset | str, target: float, limit_price: float | None = None,
+                     stop_price: float | None = None, style: ExecutionStyle | None = None) -> int | None:
+        """Order what it takes to hold ``target`` shares, counting open orders of the asset (of every style)."""
+        spec = order_style(limit_price, stop_price, style)
         state = self._rb
         if type(asset) is not Asset:
             asset = state.resolve(asset)
-        return state.to_target(asset, _finite("target", target))
+        return state.to_target(asset, _finite("target", target), spec)
 
-    def order_target_value(self, asset: Asset | str, target: float, limit_price: Any = None,
-                           stop_price: Any = None, style: Any = None) -> int | None:
+    def order_target_value(self, asset: Asset | str, target: float, limit_price: float | None = None,
+                           stop_price: float | None = None, style: ExecutionStyle | None = None) -> int | None:
         """Order what it takes to hold ``target`` currency worth of the asset."""
-        _market_only(limit_price, stop_price, style)
+        spec = order_style(limit_price, stop_price, style)
         state = self._rb
         if type(asset) is not Asset:
             asset = state.resolve(asset)
         target = _finite("target", target)
         if target == 0:
-            return state.to_target(asset, 0.0)
-        return state.to_target(asset, target / state.price_now(asset))
+            return state.to_target(asset, 0.0, spec)
+        return state.to_target(asset, target / state.price_now(asset), spec)
 
-    def order_target_percent(self, asset: Asset | str, target: float, limit_price: Any = None,
-                             stop_price: Any = None, style: Any = None) -> int | None:
+    def order_target_percent(self, asset: Asset | str, target: float, limit_price: float | None = None,
+                             stop_price: float | None = None, style: ExecutionStyle | None = None) -> int | None:
         """Order what it takes for the asset to be ``target`` (0.1 = 10%) of the portfolio value."""
-        # The hottest call of a rebalancing strategy: RunState.to_target and .place inlined.
-        if limit_price is not None or stop_price is not None or style is not None:
-            _market_only(limit_price, stop_price, style)
+        # The hottest call of a rebalancing strategy: RunState.to_target and .place inlined
+        # for market orders; other styles and fractional shares take RunState.to_target.
         state = self._rb
+        if limit_price is not None or stop_price is not None or style is not None or state.fractional:
+            return self._target_percent_general(asset, target, order_style(limit_price, stop_price, style))
         if type(asset) is not Asset:
             asset = state.resolve(asset)
         t = state.data._t
@@ -227,6 +243,18 @@ class TradingAlgorithm:
         state.held[asset] += amount
         # The book refuses it in initialize(); the view is rebuilt at the first bar anyway.
         return state.book.place(asset, amount, t)
+
+    def _target_percent_general(self, asset: Asset | str, target: float,
+                                spec: tuple[float | None, float | None] | None) -> int | None:
+        # order_target_percent for non-market styles and fractional shares: the same sizing.
+        state = self._rb
+        if type(asset) is not Asset:
+            asset = state.resolve(asset)
+        target = _finite("target", target)
+        if target == 0:
+            return state.to_target(asset, 0.0, spec)
+        pv = state.portfolio_value()
+        return state.to_target(asset, target * pv / state.price_now(asset), spec)
 
     #: Batch form of :meth:`order_target_percent`: one target weight per asset (see
     #: :func:`rustybt_ray.engine.rebalance.order_target_percents`).
@@ -257,7 +285,11 @@ class TradingAlgorithm:
     # -- bookkeeping and set-up -----------------------------------------------------
 
     def record(self, **values: Any) -> None:
-        """Record named values at this bar; they become columns of ``result.bars`` (carried forward)."""
+        """Record named values at this bar; they become columns of ``result.bars``.
+
+        A value is kept until the name is recorded again (zipline's carry-forward);
+        a recorded NaN or None is recorded as such, not replaced by the previous value.
+        """
         state = self._rb
         i = state.data._t + state.btd - state.i0
         rec = state.recorded
@@ -265,12 +297,14 @@ class TradingAlgorithm:
             col = rec.get(name)
             if col is None:
                 col = rec[name] = np.full(state.i1 - state.i0, np.nan)
+                state.recorded_at[name] = np.zeros(state.i1 - state.i0, dtype=bool)
             try:
                 col[i] = value
             except (TypeError, ValueError):
                 if col.dtype != object:
                     col = rec[name] = col.astype(object)
                 col[i] = value
+            state.recorded_at[name][i] = True
 
     def symbol(self, symbol_str: str) -> Asset:
         """The asset with this symbol in the run's bundle."""
@@ -365,11 +399,6 @@ def _finite(what: str, x: Any) -> float:
     if not math.isfinite(v):
         raise OrderError(f"order {what} must be finite, got {x!r} (a NaN signal? check your indicator's warm-up)")
     return v
-
-
-def _market_only(limit_price: Any, stop_price: Any, style: Any) -> None:
-    if limit_price is not None or stop_price is not None or style is not None:
-        raise OrderError("only market orders are supported: drop limit_price, stop_price and style")
 
 
 def _positional_arity(func: Callable[..., Any]) -> int:

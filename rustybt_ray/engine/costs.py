@@ -5,14 +5,20 @@ Names and arguments follow zipline's ``zipline.finance.commission`` and
 ``set_slippage`` calls. Each model works on NumPy arrays of fills (one entry per
 order), so the ledger core can serve the event-driven engine and a vectorized
 front end alike.
+
+Two hooks serve the event engine's general fill path (limit/stop orders, partial
+fills, see ``orders.OrderBook``): ``SlippageModel.volume_limit`` (None: orders fill
+whole) with ``fill_price_volume``, and ``CommissionModel.calculate_fill``, which
+charges a per-order minimum once over an order's partial fills, as zipline does.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from rustybt_ray.errors import StrategyError
-
 
 #: Bumped whenever any cost model's attribute is set, so the ledger's inlined fill math
 #: (``Ledger._kernel``) notices a model changed after it was read.
@@ -42,6 +48,14 @@ class CommissionModel(_CostModel):
         """Commission of one fill; built-in models override this with plain float math for speed."""
         return float(self.calculate(np.array([amount]), np.array([price]))[0])
 
+    def calculate_fill(self, amount: float, price: float, filled_before: float, charged_before: float) -> float:
+        """Commission of one fill of an order that already filled ``filled_before`` shares and paid ``charged_before``.
+
+        The default charges each fill on its own (:meth:`calculate_one`); :class:`PerShare`
+        charges its minimum once per order. For an order's first fill it equals
+        :meth:`calculate_one`.
+        """
+        return self.calculate_one(amount, price)
 
 
 class NoCommission(CommissionModel):
@@ -80,6 +94,17 @@ class PerShare(CommissionModel):
         raw = abs(amount) * self.cost
         return raw if raw > self.min_trade_cost else self.min_trade_cost
 
+    def calculate_fill(self, amount: float, price: float, filled_before: float, charged_before: float) -> float:
+        """zipline's rule over partial fills: the order pays ``max(min_trade_cost, |filled| * cost)`` in all.
+
+        So a later fill pays only what brings the order's total to that amount (0
+        while the per-share total is still under the minimum).
+        """
+        if filled_before == 0 or self.min_trade_cost == 0:
+            return self.calculate_one(amount, price)
+        total = (abs(filled_before) + abs(amount)) * self.cost
+        return total - charged_before if total > self.min_trade_cost else 0.0
+
 
 class PerDollar(CommissionModel):
     """A fraction of the traded value (zipline's ``PerDollar``): ``|amount| * price * cost``."""
@@ -110,7 +135,15 @@ class BasisPoints(PerDollar):
 
 
 class SlippageModel(_CostModel):
-    """Base class: the price a fill gets, given the bar's reference price."""
+    """Base class: the price a fill gets, given the bar's reference price.
+
+    ``volume_limit`` (a class attribute, None here) is the share of a bar's volume an
+    asset's orders may fill per bar; a model that sets it gets the bar's volume
+    through :meth:`fill_price_volume` and its orders may fill over several bars.
+    """
+
+    #: Fraction of a bar's volume the orders of one asset may fill in that bar (None: no cap).
+    volume_limit: float | None = None
 
     def fill_price(self, amount: np.ndarray, price: np.ndarray) -> np.ndarray:
         """Execution price for fills of signed ``amount`` against reference ``price``."""
@@ -120,6 +153,9 @@ class SlippageModel(_CostModel):
         """Execution price of one fill; built-in models override this with plain float math."""
         return float(self.fill_price(np.array([amount]), np.array([price]))[0])
 
+    def fill_price_volume(self, amount: float, price: float, volume: float) -> float:
+        """Execution price of one fill of ``amount`` shares in a bar that traded ``volume``; ignores it by default."""
+        return self.fill_price_one(amount, price)
 
 
 class NoSlippage(SlippageModel):
@@ -154,6 +190,46 @@ class FixedBasisPointsSlippage(SlippageModel):
         """Reference price moved against the trade by the fixed basis points."""
         sign = 1.0 if amount > 0 else (-1.0 if amount < 0 else 0.0)
         return price * (1.0 + sign * (self.basis_points / 10_000.0))
+
+
+class VolumeShareSlippage(SlippageModel):
+    """zipline's ``VolumeShareSlippage``: fills capped by the bar's volume, the price moved by the share taken.
+
+    Per bar, the orders of one asset fill at most ``volume_limit * volume`` shares in
+    all (rounded down to whole shares, or to the fractional grid with
+    ``fractional_shares=True``); what is left stays open for the next bars. A bar with
+    no volume fills nothing. A fill of ``q`` shares pays
+    ``price + (q / volume) ** 2 * price_impact * price`` (a buy; a sell receives the
+    price moved down by as much), ``q / volume`` capped at ``volume_limit``, as zipline
+    computes it. The reference ``price`` is the fill rule's (the next bar's open with
+    ``fill_price='open'``, or a limit/stop order's price). Only the event engine
+    applies it: the vectorized engine refuses it.
+    """
+
+    def __init__(self, volume_limit: float = 0.025, price_impact: float = 0.1) -> None:
+        if not (isinstance(volume_limit, (int, float)) and 0 < volume_limit <= 1):
+            raise StrategyError(
+                f"VolumeShareSlippage volume_limit must be a fraction in (0, 1] of the bar's volume, got {volume_limit!r}"
+            )
+        _non_negative("VolumeShareSlippage price_impact", price_impact)
+        self.volume_limit = float(volume_limit)
+        self.price_impact = float(price_impact)
+
+    def fill_price(self, amount: np.ndarray, price: np.ndarray) -> np.ndarray:
+        """Refused: the impact needs each bar's volume (the event engine calls :meth:`fill_price_volume`)."""
+        raise StrategyError(
+            "VolumeShareSlippage needs each bar's volume: only the event engine (run_algorithm) applies it; "
+            "use FixedBasisPointsSlippage or NoSlippage here"
+        )
+
+    def fill_price_one(self, amount: float, price: float) -> float:
+        """Refused, as :meth:`fill_price`."""
+        return float(self.fill_price(np.array([amount]), np.array([price]))[0])
+
+    def fill_price_volume(self, amount: float, price: float, volume: float) -> float:
+        """``price + (|amount| / volume) ** 2 * price_impact * price`` against the trade (share capped at the limit)."""
+        share = min(abs(amount) / volume, self.volume_limit)
+        return price + share * share * math.copysign(self.price_impact, amount) * price
 
 
 def _non_negative(what: str, value: float) -> None:

@@ -24,6 +24,7 @@ from rustybt_ray.engine.costs import (
     PerShare,
     SlippageModel,
 )
+from rustybt_ray.engine.shares import round_fractional, round_fractional_array
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,14 @@ class Ledger:
     """
 
     __slots__ = ("cash", "pos", "_cost", "_cost_pos", "_cost_n", "_commission", "_slippage", "_kern", "_kern_epoch",
-                 "_tx", "_snap_bar", "_snap_cash", "_snap_pos")
+                 "_tx", "_snap_bar", "_snap_cash", "_snap_pos", "fractional", "volume_limited")
 
     def __init__(
-        self, n_assets: int, capital_base: float, commission: CommissionModel, slippage: SlippageModel
+        self, n_assets: int, capital_base: float, commission: CommissionModel, slippage: SlippageModel,
+        fractional: bool = False,
     ) -> None:
+        #: positions are kept on the fractional-share grid (``shares.round_fractional``) after each fill
+        self.fractional = bool(fractional)
         self.cash = float(capital_base)
         #: shares held per asset column (signed)
         self.pos: list[float] = [0.0] * n_assets
@@ -99,6 +103,8 @@ class Ledger:
     def slippage(self, model: SlippageModel) -> None:
         self._slippage = model
         self._kern_epoch = -1
+        #: the model caps fills by bar volume: the order book must take its general fill path
+        self.volume_limited = getattr(model, "volume_limit", None) is not None
 
     @property
     def cost(self) -> list[float]:
@@ -147,10 +153,18 @@ class Ledger:
             return False
         price = self._slippage.fill_price_one(amount, ref_price)
         commission = self._commission.calculate_one(amount, price)
-        self.pos[asset] += amount
+        self.book_fill(bar, asset, amount, price, commission, order_id)
+        return True
+
+    def book_fill(self, bar: int, asset: int, amount: float, price: float, commission: float,
+                  order_id: int = -1) -> None:
+        """Book one fill whose execution price and commission are already known (the general fill path)."""
+        if self.fractional:
+            self.pos[asset] = round_fractional(self.pos[asset] + amount)
+        else:
+            self.pos[asset] += amount
         self.cash -= amount * price + commission
         self._tx.extend((bar, asset, amount, price, commission, order_id))
-        return True
 
     def execute_orders(
         self, bar: int, assets: list[int], amounts: list[float], order_ids: list[int], ref_prices: list[float]
@@ -199,7 +213,9 @@ class Ledger:
         slip, comm = self._slippage, self._commission
         ts, tc = type(slip), type(comm)
         kern: tuple[float, float, float, float] | None = None
-        if ts is FixedBasisPointsSlippage:
+        if self.fractional:
+            tc = None  # type: ignore[assignment]  # positions are re-rounded per fill: execute_one does it
+        elif ts is FixedBasisPointsSlippage:
             k = slip.basis_points / 10_000.0  # type: ignore[attr-defined]
             buy, sell = 1.0 + k, 1.0 - k  # price * (1 + sign * k), as fill_price_one computes it
         elif ts is NoSlippage:
@@ -245,6 +261,8 @@ class Ledger:
         commission = self.commission.calculate(amounts, price)
         pos_arr = np.array(self.pos)
         pos_arr[assets] += amounts
+        if self.fractional:
+            pos_arr[assets] = round_fractional_array(pos_arr[assets])
         self.pos = pos_arr.tolist()
         self.cash -= float(np.dot(amounts, price)) + float(commission.sum())
         rows = np.column_stack([np.full(n, bar, dtype=np.float64), assets, amounts, price, commission, ids])

@@ -7,7 +7,8 @@ orders in one book call. The orders are those of the per-asset calls made in ord
 bit for bit: the same portfolio value, ``weight * value / price``, the same rounding
 rule against held plus open shares, the same order ids. Up to 64 assets the loop
 runs on plain floats (at a few assets NumPy's per-call overhead costs more than the
-arithmetic); from ``_NUMPY_FROM`` assets on, sizing runs in NumPy.
+arithmetic); from ``_NUMPY_FROM`` assets on, sizing runs in NumPy. With fractional
+shares the call places the per-asset calls' orders by making them, one by one.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rustybt_ray.data.bundle import Asset
-from rustybt_ray.engine.shares import NEG_SNAP_FRACTION, SNAP_FRACTION, round_shares_array
+from rustybt_ray.engine.shares import (
+    NEG_SNAP_FRACTION,
+    SNAP_FRACTION,
+    round_shares_array,
+)
 from rustybt_ray.engine.state import HasRunState, RunState
 from rustybt_ray.errors import OrderError
 
@@ -64,6 +69,9 @@ def order_target_percents(self: HasRunState, weights: ArrayLike | Mapping[Asset 
         if type(cols) is not range and len(set(cols)) != len(cols):
             _check_finite(state, cols, ws)
             return _one_by_one(self, state, cols, ws, state.data._t)
+    if state.fractional:  # the sizing below is the whole-share rule's, inlined
+        _check_finite(state, cols, ws)
+        return _one_by_one(self, state, cols, ws, state.data._t)
     # A NaN or infinite weight is caught by the loop below: it makes x NaN or infinite,
     # on which trunc() raises before any order is queued.
     t = state.data._t

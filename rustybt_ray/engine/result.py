@@ -75,3 +75,25 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:,.6g}"
     return str(v)
+
+
+def carry_forward(col: np.ndarray, at: np.ndarray) -> Any:
+    """The recorded column with each value kept until the next bar that recorded one (``at``), as zipline does.
+
+    Bars before the first record are NaN (None in a column of objects); a value
+    recorded as NaN or None stays NaN or None.
+    """
+    if col.dtype == object:
+        out = list(col)
+        last: Any = None
+        for i, recorded in enumerate(at.tolist()):
+            if recorded:
+                last = out[i]
+            else:
+                out[i] = last
+        return pl.Series(out, dtype=pl.Object) if any(not isinstance(v, (int, float, str, type(None)))
+                                                       for v in out) else out
+    # col[0] is NaN unless bar 0 recorded, so bars before the first record read it.
+    idx = np.where(at, np.arange(col.shape[0]), 0)
+    np.maximum.accumulate(idx, out=idx)
+    return col[idx]

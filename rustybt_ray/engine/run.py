@@ -20,11 +20,16 @@ import polars as pl
 from rustybt_ray.data.bundle import Bundle
 from rustybt_ray.engine.algorithm import TradingAlgorithm, pinned_params
 from rustybt_ray.engine.array_cache import ArrayCache, default_cache
-from rustybt_ray.engine.costs import CommissionModel, SlippageModel, default_commission, default_slippage
+from rustybt_ray.engine.costs import (
+    CommissionModel,
+    SlippageModel,
+    default_commission,
+    default_slippage,
+)
 from rustybt_ray.engine.ledger import Ledger
-from rustybt_ray.engine.result import BacktestResult
+from rustybt_ray.engine.result import BacktestResult, carry_forward
 from rustybt_ray.engine.rows import row_lists
-from rustybt_ray.engine.state import RunState
+from rustybt_ray.engine.state import NoBarsYet, RunState
 from rustybt_ray.errors import StrategyError
 from rustybt_ray.metrics import compute_metrics, returns_from_values, round_trips
 
@@ -78,6 +83,7 @@ def run_algorithm(
     slippage: SlippageModel | None = None,
     fill_price: str = "open",
     cache: ArrayCache | None = None,
+    fractional_shares: bool = False,
 ) -> BacktestResult:
     """Backtest ``strategy`` on ``bundle`` from ``start`` to ``end`` (inclusive) and return the result.
 
@@ -92,11 +98,17 @@ def run_algorithm(
         commission, slippage: cost models (defaults: ``PerShare(0.001)`` and
             ``FixedBasisPointsSlippage(5)``); ``set_commission``/``set_slippage`` in
             ``initialize`` override them.
-        fill_price: ``"open"`` fills orders placed at bar t at bar t+1's open;
-            ``"close"`` at bar t+1's close.
+        fill_price: ``"open"`` fills market orders placed at bar t at bar t+1's open;
+            ``"close"`` at bar t+1's close. Limit and stop orders follow their own
+            rules on the bar's open, high and low (:mod:`rustybt_ray.engine.orders`).
         cache: the :class:`ArrayCache` behind ``self.cached`` (default: a process-wide one).
+        fractional_shares: trade fractions of a share, to a millionth
+            (:func:`~rustybt_ray.engine.shares.round_fractional`), in every order
+            method's sizing, in volume-capped fills and in the ledger's positions;
+            whole shares by default.
     """
-    state = _simulate(strategy, bundle, start, end, capital_base, params, commission, slippage, fill_price, cache)
+    state = _simulate(strategy, bundle, start, end, capital_base, params, commission, slippage, fill_price, cache,
+                      fractional_shares=fractional_shares)
     algo = state.detach()
     result = _build_result(state, type(algo).__name__)
     algo.analyze(result)
@@ -118,6 +130,7 @@ def run_metrics(
     with_returns: bool = False,
     checkpoint: Checkpoint | None = None,
     checkpoint_every: str | int = "auto",
+    fractional_shares: bool = False,
 ) -> tuple[dict[str, float], np.ndarray | None]:
     """The same backtest as :func:`run_algorithm`, returning only ``(metrics, returns or None)``.
 
@@ -132,7 +145,7 @@ def run_metrics(
     """
     state = _simulate(
         strategy, bundle, start, end, capital_base, params, commission, slippage, fill_price, cache,
-        checkpoint, checkpoint_every,
+        checkpoint, checkpoint_every, fractional_shares,
     )
     state.detach()
     b, i0, i1, capital = state.bundle, state.i0, state.i1, state.capital
@@ -207,16 +220,20 @@ def _simulate(
     cache: ArrayCache | None,
     checkpoint: Checkpoint | None = None,
     checkpoint_every: str | int = "auto",
+    fractional_shares: bool = False,
 ) -> RunState:
     """Run the event loop over the whole range (or until a checkpoint says stop); the run's state after it.
 
     The caller takes the strategy object with ``state.detach()`` (see :meth:`RunState.detach`).
     """
     b, i0, i1 = check_run(strategy, bundle, start, end, capital_base, fill_price)
+    if not isinstance(fractional_shares, (bool, np.bool_)):
+        raise StrategyError(f"fractional_shares must be True or False, got {fractional_shares!r}")
     pinned = pinned_params(strategy, params)
     algo = strategy()
     capital = float(capital_base)
-    ledger = Ledger(len(b.assets), capital, commission or default_commission(), slippage or default_slippage())
+    ledger = Ledger(len(b.assets), capital, commission or default_commission(), slippage or default_slippage(),
+                    fractional=bool(fractional_shares))
     state = RunState(algo, b, ledger, i0, i1, capital, cache if cache is not None else default_cache())
     try:
         _attach(algo, state)
@@ -323,7 +340,8 @@ def _loop(algo: TradingAlgorithm, b: Bundle, i0: int, i1: int, fill_block: np.nd
     if btd is not None:
         days = b.sessions
         session_first = np.r_[True, days[1:] != days[:-1]] if not daily else np.ones(len(days), dtype=bool)
-        session_first[0] = False  # there is no bar before the calendar's first to show
+        # The run's first bar starts its first session, even when it starts mid-session.
+        session_first[state.i0] = True
     scheduled: dict[int, list[Any]] = {}
     for job in state.scheduled:
         for t in (np.flatnonzero(job.mask(b.calendar, daily)[i0:i1]) + i0).tolist():
@@ -341,7 +359,8 @@ def _loop(algo: TradingAlgorithm, b: Bundle, i0: int, i1: int, fill_block: np.nd
         if session_first is not None and session_first[t]:
             data._t = t - 1
             state.btd = 1
-            btd(data)
+            # Before the calendar's first bar there is nothing to show: a view of no bars.
+            btd(data if t else NoBarsYet(data))
             state.btd = 0
         if book._ids:
             book.fill(t, ledger, fill_rows[t])
@@ -403,9 +422,10 @@ def _build_result(state: RunState, strategy_name: str) -> BacktestResult:
         "returns": returns,
     }
     for name, col in state.recorded.items():
+        at = state.recorded_at[name]
         if name in table:
             name = f"recorded_{name}"
-        table[name] = _carry_forward(col)
+        table[name] = carry_forward(col, at)
     symbols = np.asarray(b.symbols, dtype=object)
     transactions = pl.DataFrame({
         "date": b.calendar[tx.bar],
@@ -431,23 +451,6 @@ def _build_result(state: RunState, strategy_name: str) -> BacktestResult:
         capital_base=capital,
         symbols=b.symbols,
     )
-
-
-def _carry_forward(col: np.ndarray) -> Any:
-    # zipline keeps a recorded value until it is recorded again.
-    if col.dtype == object:
-        out = list(col)
-        last: Any = None
-        for i, v in enumerate(out):
-            if v is None or (isinstance(v, float) and np.isnan(v)):
-                out[i] = last
-            else:
-                last = v
-        return pl.Series(out, dtype=pl.Object) if any(not isinstance(v, (int, float, str, type(None)))
-                                                       for v in out) else out
-    idx = np.where(np.isnan(col), 0, np.arange(col.shape[0]))
-    np.maximum.accumulate(idx, out=idx)
-    return col[idx]
 
 
 def _session_returns(pv: np.ndarray, dates: np.ndarray, capital: float) -> np.ndarray:

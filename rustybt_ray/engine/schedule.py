@@ -2,16 +2,21 @@
 
 Each rule turns into a boolean mask over the bundle calendar once, before the run,
 so the event loop only asks "does anything run on this bar?". Sessions (trading
-days) come from the bundle's own calendar: a week starts on its first trading day.
+days) come from the bundle's own calendar: a week starts on its first trading day,
+and on intraday bundles a session opens at its first bar and closes after its last
+(early closes and late opens need no exchange calendar). A function runs at most
+once per bar, before ``handle_data``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from rustybt_ray.data.frequency import session_index
 from rustybt_ray.errors import StrategyError
 
 
@@ -48,29 +53,42 @@ class DateRule:
 
 @dataclass(frozen=True)
 class TimeRule:
-    """When within a session a scheduled function runs (ignored for daily bars)."""
+    """When within a session a scheduled function runs (ignored for daily bars).
 
-    anchor: str  #: "market_open" or "market_close"
+    Bars are stamped with their open time. A session opens at its first bar's stamp
+    and closes at its last bar's stamp plus one bar, since the engine has no exchange
+    calendar, only the bars. ``market_open`` picks the first bar that opens at or after
+    open + offset. ``market_close`` picks the last bar that closes at or before
+    close - offset, i.e. the last bar stamped at or before ``last stamp - offset``. So
+    ``market_close()`` is the last bar. A session too short for the offset has no such
+    bar, and the function does not run that day.
+    """
+
+    anchor: str  #: "market_open", "market_close" or "every_bar"
     offset_minutes: int = 0
 
     def mask(self, calendar: np.ndarray, session_id: np.ndarray) -> np.ndarray:
-        """Boolean mask over bars: the one bar per session this rule picks."""
+        """Boolean mask over bars: the one bar per session this rule picks (every bar for ``every_bar``)."""
         n = calendar.shape[0]
+        if self.anchor == "every_bar":
+            return np.ones(n, dtype=bool)
+        out = np.zeros(n, dtype=bool)
+        if n == 0:
+            return out
         new = np.r_[True, session_id[1:] != session_id[:-1]]
         starts = np.flatnonzero(new)
         ends = np.r_[starts[1:], n]
-        ts = calendar.astype(np.int64)
+        ts = calendar.astype("datetime64[ns]").astype(np.int64)
         off = np.int64(self.offset_minutes) * 60_000_000_000
-        out = np.zeros(n, dtype=bool)
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-            if self.anchor == "market_open":
-                i = s + int(np.searchsorted(ts[s:e], ts[s] + off, side="left"))
-                if i < e:
-                    out[i] = True
-            else:
-                i = s + int(np.searchsorted(ts[s:e], ts[e - 1] - off, side="right")) - 1
-                if i >= s:
-                    out[i] = True
+        # Stamps ascend over the whole calendar, so one searchsorted serves all sessions;
+        # the bounds checks keep each pick inside its own session.
+        if self.anchor == "market_open":
+            pick = np.searchsorted(ts, ts[starts] + off, side="left")
+            ok = pick < ends
+        else:
+            pick = np.searchsorted(ts, ts[ends - 1] - off, side="right") - 1
+            ok = pick >= starts
+        out[pick[ok]] = True
         return out
 
 
@@ -109,18 +127,51 @@ class date_rules:  # noqa: N801 - zipline's spelling, so ported code keeps worki
         return DateRule("month_end", _offset(days_offset))
 
 
+def _time_offset(rule: str, minutes: Any, hours: Any, offset: Any) -> int:
+    """The offset in whole minutes, from ``minutes``/``hours`` or a ``timedelta`` ``offset``."""
+    for name, value in (("minutes", minutes), ("hours", hours)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise StrategyError(
+                f"time_rules.{rule}({name}={value!r}): {name} must be an int >= 0, e.g. {rule}(minutes=30)"
+            )
+    if offset is None:
+        return int(hours) * 60 + int(minutes)
+    if minutes or hours:
+        raise StrategyError(f"time_rules.{rule}: pass either offset= or minutes=/hours=, not both")
+    try:
+        ns = int(np.timedelta64(offset, "ns").astype(np.int64))
+    except (TypeError, ValueError):
+        raise StrategyError(
+            f"time_rules.{rule}(offset={offset!r}): offset must be a timedelta, e.g. datetime.timedelta(minutes=30)"
+        ) from None
+    if ns < 0 or ns % 60_000_000_000:
+        raise StrategyError(
+            f"time_rules.{rule}(offset={offset!r}): offset must be a whole number of minutes >= 0 "
+            "(bars are whole minutes long)"
+        )
+    return ns // 60_000_000_000
+
+
 class time_rules:  # noqa: N801 - zipline's spelling
-    """Time rules for ``schedule_function``, named as in zipline (bar open times)."""
+    """Time rules for ``schedule_function``, named as in zipline (bars stamped with their open time).
+
+    On daily bundles a time rule changes nothing: every session is one bar.
+    """
 
     @staticmethod
-    def market_open(minutes: int = 0, hours: int = 0) -> TimeRule:
-        """The first bar of the session at or after the open plus the offset."""
-        return TimeRule("market_open", int(hours) * 60 + int(minutes))
+    def market_open(minutes: int = 0, hours: int = 0, offset: Any = None) -> TimeRule:
+        """The first bar of the session that opens at or after the session's first bar plus the offset."""
+        return TimeRule("market_open", _time_offset("market_open", minutes, hours, offset))
 
     @staticmethod
-    def market_close(minutes: int = 0, hours: int = 0) -> TimeRule:
-        """The last bar of the session at or before the last bar minus the offset."""
-        return TimeRule("market_close", int(hours) * 60 + int(minutes))
+    def market_close(minutes: int = 0, hours: int = 0, offset: Any = None) -> TimeRule:
+        """The last bar of the session stamped at or before the session's last bar minus the offset."""
+        return TimeRule("market_close", _time_offset("market_close", minutes, hours, offset))
+
+    @staticmethod
+    def every_minute() -> TimeRule:
+        """Every bar of the session (zipline's name; on hourly bars, every hour)."""
+        return TimeRule("every_bar")
 
 
 @dataclass(frozen=True)
@@ -133,8 +184,7 @@ class Scheduled:
 
     def mask(self, calendar: np.ndarray, daily: bool) -> np.ndarray:
         """Bars (over the whole calendar) on which ``func`` runs."""
-        days = calendar.astype("datetime64[D]")
-        sessions, session_id = np.unique(days, return_inverse=True)
+        session_id, _, sessions = session_index(calendar)
         on_day = self.date_rule.mask(sessions)[session_id]
         if daily:
             return on_day

@@ -13,11 +13,18 @@ Why truncation plus a correction: ``d = x - trunc(x)`` is exact for every double
 ``|x - (trunc(x) + 1)| < SNAP`` holds exactly when ``d >= SNAP_FRACTION``, because the
 double ``1 - SNAP`` (0.9999) is the double nearest to the real 1 - 1e-4 and lies above
 it. That is one builtin call fewer than ``round()`` plus ``abs()``.
+
+Fractional shares (``run_algorithm(..., fractional_shares=True)``) use the same rule
+on a finer unit: amounts are counted in millionths of a share (``FRACTION_UNITS``),
+so :func:`round_fractional` is ``round_shares(x * 1e6) / 1e6``. The ledger keeps
+fractional positions on that grid (each position is re-rounded after a fill), so
+holdings do not pick up float dust and a target of 0 flattens exactly.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -63,3 +70,26 @@ def round_shares_array(x: np.ndarray) -> np.ndarray:
     r += d >= SNAP_FRACTION
     r -= d <= NEG_SNAP_FRACTION
     return r
+
+
+#: With fractional shares, amounts are whole numbers of this many parts of a share.
+FRACTION_UNITS = 1_000_000.0
+
+
+def round_fractional(x: float) -> float:
+    """The fractional-share amount for ``x``: :func:`round_shares` in millionths of a share.
+
+    ``0.1234567 -> 0.123456``; ``0.29999999999`` (float error) ``-> 0.3``. Raises as
+    :func:`round_shares` does for NaN and infinity.
+    """
+    return round_shares(x * FRACTION_UNITS) / FRACTION_UNITS
+
+
+def round_fractional_array(x: np.ndarray) -> np.ndarray:
+    """:func:`round_fractional` of each element of a float64 array, equal to it element by element (a new array)."""
+    return round_shares_array(np.asarray(x, dtype=np.float64) * FRACTION_UNITS) / FRACTION_UNITS
+
+
+def share_rounder(fractional: bool) -> Callable[[float], float]:
+    """The scalar rounding rule of a run: :func:`round_fractional` with fractional shares, else :func:`round_shares`."""
+    return round_fractional if fractional else round_shares

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,7 +28,7 @@ from rustybt_ray.engine.bar_data import BarData
 from rustybt_ray.engine.ledger import Ledger
 from rustybt_ray.engine.orders import OrderBook
 from rustybt_ray.engine.rows import row_lists
-from rustybt_ray.engine.shares import round_shares
+from rustybt_ray.engine.shares import share_rounder
 from rustybt_ray.errors import OrderError
 
 if TYPE_CHECKING:
@@ -75,12 +76,20 @@ class RunState:
     assigned: set[str] = field(default_factory=set)
     #: the parameter values the run used (known after initialize)
     params: dict[str, Any] = field(default_factory=dict)
+    #: the bars at which each recorded name was recorded (so a recorded NaN is kept, not carried over)
+    recorded_at: dict[str, np.ndarray] = field(default_factory=dict)
+    #: fractional shares (``shares.round_fractional``) rather than whole shares; set from the ledger
+    fractional: bool = field(init=False)
+    #: the run's share rule (``shares.share_rounder``)
+    share_rule: Callable[[float], float] = field(init=False)
 
     def __post_init__(self) -> None:
         b = self.bundle
         self.data = BarData(b)
         # Closed until the first bar: the one guard against orders from initialize().
-        self.book = OrderBook(b.assets, accepting=False)
+        self.book = OrderBook(b.assets, accepting=False, bundle=b)
+        self.fractional = self.ledger.fractional
+        self.share_rule = share_rounder(self.fractional)
         self.price = b.price
         self.marks = row_lists(b, "price", nan_as_zero=True)
         self.assets = b.assets
@@ -156,14 +165,23 @@ class RunState:
             self.refresh()
         return self.pv
 
-    def to_target(self, asset: Asset, target_shares: float) -> int | None:
-        """Order what it takes to hold ``target_shares`` of ``asset``, counting its open orders."""
+    def to_target(self, asset: Asset, target_shares: float,
+                  style: tuple[float | None, float | None] | None = None) -> int | None:
+        """Order what it takes to hold ``target_shares`` of ``asset``, counting its open orders.
+
+        A target of 0 orders exactly what is held and open (no rounding), so it flattens.
+        """
         if self.pv_t != self.data._t:
             self.refresh()
-        return self.place(asset, round_shares(target_shares - self.held[asset]))
+        x = target_shares - self.held[asset]
+        amount = -self.held[asset] if target_shares == 0 and self.fractional else self.share_rule(x)
+        return self.place(asset, amount, style)
 
-    def place(self, asset: Asset, amount: float) -> int | None:
-        """Queue ``amount`` whole shares of ``asset`` (None for zero), keeping the sizing view current."""
+    def place(self, asset: Asset, amount: float, style: tuple[float | None, float | None] | None = None) -> int | None:
+        """Queue an order for ``amount`` shares (already rounded; None for zero), keeping the sizing view current.
+
+        ``style`` is ``(limit, stop)`` from ``orders.order_style``, or None for a market order.
+        """
         if amount == 0:
             return None
         t = self.data._t
@@ -171,9 +189,54 @@ class RunState:
             if not self.prow[asset] > 0:
                 self.price_now(asset)  # raises: the asset has no price yet
             self.held[asset] += amount
-        elif not self.price[t, asset] > 0:
+        elif t < 0 or not self.price[t, asset] > 0:  # t < 0: before_trading_start of the calendar's first bar
             self.price_now(asset)
-        return self.book.place(asset, amount, t)
+        if style is None:
+            return self.book.place(asset, amount, t)
+        return self.book.place_styled(asset, amount, t, style[0], style[1])
+
+
+class NoBarsYet:
+    """The ``data`` of ``before_trading_start`` before the calendar's first bar: no bar has happened yet.
+
+    ``history`` windows are all NaN (the bar data pads before the first bar),
+    ``current`` is NaN in the shape the request would have, ``can_trade`` and
+    ``is_stale`` are False; the field names are checked as usual. Everything else is
+    the wrapped :class:`BarData`'s.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Any) -> None:
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._data, name)
+
+    def history(self, *args: Any, **kwargs: Any) -> Any:
+        """NaN, shaped (and indexed) as :meth:`BarData.history` would answer."""
+        out = self._data.history(*args, **kwargs)  # checks the request; any value is replaced
+        if isinstance(out, np.ndarray):
+            return np.full(out.shape, np.nan)
+        return out * np.nan
+
+    @property
+    def current_dt(self) -> Any:
+        """No bar yet: NaT."""
+        return np.datetime64("NaT", "ns")
+
+    def current(self, assets: Any, fields: Any) -> Any:
+        """NaN, shaped as :meth:`BarData.current` would answer."""
+        shape = np.shape(self._data.current(assets, fields))  # checks the request; the values are not used
+        return math.nan if shape == () else np.full(shape, np.nan)
+
+    def can_trade(self, assets: Any) -> Any:
+        """False: nothing can trade before the first bar."""
+        return np.zeros(np.shape(self._data.can_trade(assets)), dtype=bool) if not isinstance(assets, int) else False
+
+    def is_stale(self, assets: Any) -> Any:
+        """False: nothing has traded yet."""
+        return np.zeros(np.shape(self._data.is_stale(assets)), dtype=bool) if not isinstance(assets, int) else False
 
 
 class HasRunState(Protocol):

@@ -40,7 +40,7 @@ from rustybt_ray.data.bundle import Bundle
 from rustybt_ray.engine.costs import CommissionModel, SlippageModel
 from rustybt_ray.engine.ledger import Transactions
 from rustybt_ray.engine.shares import round_shares_array
-from rustybt_ray.errors import OrderError, WeightsError
+from rustybt_ray.errors import OrderError, StrategyError, WeightsError
 from rustybt_ray.metrics import RoundTrips
 
 _COMPILED: list[Any] = []  # the compiled module, or None without numba; imported on first use
@@ -108,6 +108,12 @@ def simulate(
                            f"got {weights.shape}")
     if engine not in ("auto", "compiled", "numpy"):
         raise WeightsError(f"engine must be 'auto', 'compiled' or 'numpy', got {engine!r}")
+    if getattr(slippage, "volume_limit", None) is not None:
+        # Target weights fill whole at the next bar; a volume cap would leave orders open.
+        raise StrategyError(
+            f"the vectorized engine fills every order whole, so it cannot apply {slippage!r}, which caps fills by "
+            "bar volume: run the strategy with run_algorithm, or use FixedBasisPointsSlippage or NoSlippage"
+        )
     _compiled = _compiled_module() if engine != "numpy" else None
     costs = _compiled.cost_numbers(commission, slippage) if _compiled is not None else None
     if engine == "compiled" and costs is None:

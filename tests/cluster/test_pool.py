@@ -67,7 +67,6 @@ def test_busy_worker_still_answers_health_checks(ray_local, demo, make_spec):
         actor = pool.workers[0]
         busy = [actor.run_batch.remote(spec.job_id, [(0, P)]) for _ in range(2)]
         time.sleep(0.5)
-        t0 = time.perf_counter()
         # Two 3 s batches are queued; the ping goes to the control group and answers at once.
         assert pool.health_check(timeout_s=2.0) == []
         assert set(pool.workers) == {0}

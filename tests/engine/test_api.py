@@ -343,12 +343,15 @@ def test_order_in_initialize_raises_whatever_the_start(bundle, start):
         run_algorithm(EarlyPct, bundle, start=start)
 
 
-def test_limit_orders_are_rejected(bundle):
+def test_limit_price_and_style_together_are_rejected(bundle):
+    # limit and stop orders are supported (tests/engine/test_order_types.py); zipline refuses both ways at once
+    from rustybt_ray.engine import LimitOrder
+
     class Limit(TradingAlgorithm):
         def handle_data(self, data) -> None:
-            self.order(self.assets[0], 1, limit_price=9.0)
+            self.order(self.assets[0], 1, limit_price=9.0, style=LimitOrder(9.0))
 
-    with pytest.raises(OrderError):
+    with pytest.raises(OrderError, match="not both"):
         run_algorithm(Limit, bundle)
 
 

@@ -63,9 +63,10 @@ def test_hourly_run(hourly):
     assert log["open1h"] == [pd.Timestamp(f"{d} 10:30") for d in DAYS]
     assert log["close"] == [pd.Timestamp(f"{d} 15:30") for d in DAYS[:3]] + [pd.Timestamp(f"{DAYS[3]} 12:30")]
     assert log["close60"] == [pd.Timestamp(f"{d} 14:30") for d in DAYS[:3]] + [pd.Timestamp(f"{DAYS[3]} 11:30")]
-    # before_trading_start: once per session after the first, seeing the previous session's last bar
+    # before_trading_start: once per session, seeing the previous session's last bar (before the first: no bar)
     closes = hourly.close[:, 0]
-    assert [x[1] for x in log["btd"]] == [closes[6], closes[13], closes[20]]
+    assert np.isnan(log["btd"][0][1])
+    assert [x[1] for x in log["btd"][1:]] == [closes[6], closes[13], closes[20]]
     # history ends at the current bar
     for t, w in enumerate(log["windows"]):
         assert w[-1].tolist() == hourly.close[t].tolist()
@@ -93,8 +94,8 @@ def test_hourly_history_frequency(hourly):
         def handle_data(self, data) -> None:
             if data.bar_index == 5:
                 out.append(data.history(self.assets[0], "close", 2, "hourly", return_type="array").tolist())
-                with pytest.raises(HistoryError, match="1h"):
-                    data.history(self.assets[0], "close", 2, "1d")
+                with pytest.raises(HistoryError, match="1h"):  # '1d' works: daily bars from the hours
+                    data.history(self.assets[0], "close", 2, "2h")
                 with pytest.raises(HistoryError):
                     data.history(self.assets[0], "close", 2, "1m")
 

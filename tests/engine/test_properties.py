@@ -113,6 +113,8 @@ def test_no_look_ahead(make, paths, other, data):
     for e in seen1:
         if e[0] == "hd":
             assert np.array_equal(e[2][-1], close[e[1]], equal_nan=True)
+        elif e[1] < 0:  # before_trading_start of the calendar's first bar: no bar yet
+            assert np.isnan(e[2]).all()
         else:  # before_trading_start of bar t+1 sees bar t last
             assert np.array_equal(e[2][-1], close[e[1]], equal_nan=True)
     assert [x for x in o1 if x[0] <= k] == [x for x in o2_ if x[0] <= k]
