@@ -199,14 +199,7 @@ class TradingAlgorithm:
     def order_target_value(self, asset: Asset | str, target: float, limit_price: float | None = None,
                            stop_price: float | None = None, style: ExecutionStyle | None = None) -> int | None:
         """Order what it takes to hold ``target`` currency worth of the asset."""
-        spec = order_style(limit_price, stop_price, style)
-        state = self._rb
-        if type(asset) is not Asset:
-            asset = state.resolve(asset)
-        target = _finite("target", target)
-        if target == 0:
-            return state.to_target(asset, 0.0, spec)
-        return state.to_target(asset, target / state.price_now(asset), spec)
+        return self._to_value(asset, _finite("target", target), order_style(limit_price, stop_price, style))
 
     def order_target_percent(self, asset: Asset | str, target: float, limit_price: float | None = None,
                              stop_price: float | None = None, style: ExecutionStyle | None = None) -> int | None:
@@ -247,14 +240,18 @@ class TradingAlgorithm:
     def _target_percent_general(self, asset: Asset | str, target: float,
                                 spec: tuple[float | None, float | None] | None) -> int | None:
         # order_target_percent for non-market styles and fractional shares: the same sizing.
+        target = _finite("target", target)
+        return self._to_value(asset, target * self._rb.portfolio_value() if target else 0.0, spec)
+
+    def _to_value(self, asset: Asset | str, value: float,
+                  spec: tuple[float | None, float | None] | None) -> int | None:
+        # Hold ``value`` currency of the asset (0: flat, with no price needed).
         state = self._rb
         if type(asset) is not Asset:
             asset = state.resolve(asset)
-        target = _finite("target", target)
-        if target == 0:
+        if value == 0:
             return state.to_target(asset, 0.0, spec)
-        pv = state.portfolio_value()
-        return state.to_target(asset, target * pv / state.price_now(asset), spec)
+        return state.to_target(asset, value / state.price_now(asset), spec)
 
     #: Batch form of :meth:`order_target_percent`: one target weight per asset (see
     #: :func:`rustybt_ray.engine.rebalance.order_target_percents`).
