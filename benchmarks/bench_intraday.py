@@ -63,18 +63,14 @@ def main() -> None:
     if not (SHARED / "SPY.csv").is_file():
         sys.exit(f"bench_intraday: {SHARED / 'SPY.csv'} is not here; this benchmark needs the project's shared data")
 
-    import ray
+    from grid_on_ray import timed_grid_sweep
 
     from rustybt_ray.data import load_bundle
     from rustybt_ray.engine import run_metrics
     from rustybt_ray.examples.intraday_breakout import IntradayBreakout
     from rustybt_ray.optimization import (
         CategoricalParameter,
-        GridSearchAlgorithm,
-        OptimizationConfig,
-        ParallelOptimizer,
         ParameterSpace,
-        WorkerPool,
     )
 
     with tempfile.TemporaryDirectory(prefix="bench_intraday_") as root:
@@ -98,19 +94,7 @@ def main() -> None:
         space = ParameterSpace(parameters=[CategoricalParameter("lookback", LOOKBACKS),
                                            CategoricalParameter("entry_minutes", ENTRY_MINUTES)])
         n_trials = len(LOOKBACKS) * len(ENTRY_MINUTES)
-        t2 = time.perf_counter()
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            config = OptimizationConfig()
-            with WorkerPool(2, config) as pool:
-                pool.info()  # actors up and the package imported: start-up is not sweep time
-                startup_s = time.perf_counter() - t2
-                opt = ParallelOptimizer(GridSearchAlgorithm(space), pool=pool, config=config, progress=False)
-                t3 = time.perf_counter()
-                result = opt.run(IntradayBreakout, name, objective="sharpe", capital_base=CAPITAL)
-                wall_s = time.perf_counter() - t3
-        finally:
-            ray.shutdown()
+        result, startup_s, wall_s = timed_grid_sweep(IntradayBreakout, name, space, 2, CAPITAL)
 
         best = result.best
         assert best is not None, "no trial finished with a finite Sharpe ratio"

@@ -62,35 +62,15 @@ def load(bundle: str | None) -> tuple[Bundle, dict[str, Any]]:
 
 def sweep(b: Bundle, top_ks: list[int], lookbacks: list[int], workers: int) -> dict[str, Any]:
     """The grid on ``workers`` actors of a local Ray started here; wall time, throughput and the best trial."""
-    import ray
+    from grid_on_ray import timed_grid_sweep
 
-    from rustybt_ray.optimization import (
-        CategoricalParameter,
-        GridSearchAlgorithm,
-        OptimizationConfig,
-        ParallelOptimizer,
-        ParameterSpace,
-        WorkerPool,
-    )
+    from rustybt_ray.optimization import CategoricalParameter, ParameterSpace
 
     space = ParameterSpace(parameters=[CategoricalParameter("top_k", tuple(top_ks)),
                                        CategoricalParameter("lookback", tuple(lookbacks)),
                                        CategoricalParameter("skip", (SKIP,))])
     n_trials = len(top_ks) * len(lookbacks)
-    t0 = time.perf_counter()
-    # address="local": always a fresh local Ray, never a cluster another process started here.
-    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    try:
-        config = OptimizationConfig()
-        with WorkerPool(workers, config) as pool:
-            pool.info()  # the actors are up and have imported the package
-            startup = time.perf_counter() - t0
-            opt = ParallelOptimizer(GridSearchAlgorithm(space), pool=pool, config=config, progress=False)
-            t1 = time.perf_counter()
-            result = opt.run(TopKMomentum, b, objective="sharpe", capital_base=CAPITAL)
-            wall = time.perf_counter() - t1
-    finally:
-        ray.shutdown()
+    result, startup, wall = timed_grid_sweep(TopKMomentum, b, space, workers, CAPITAL)
     trials = result.trials
     best = result.best
     return {
