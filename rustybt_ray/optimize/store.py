@@ -71,7 +71,8 @@ _FIXED: dict[str, pl.DataType] = {
 }
 #: Columns of the store that are bookkeeping, not part of the trials table a result shows.
 INTERNAL_COLUMNS = ("key", "lost", "returns_offset", "returns_len")
-_MERGE_EVERY = 65_536  # recent keys held in a dict before they join the sorted arrays
+_MERGE_EVERY = 65_536  # recent keys held in a dict before they join the sorted run
+_INDEX = "keys.index"  # the key index's sorted run (derived: rebuilt from the shards at every open)
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class ResultStore:
         self.flush_seconds = float(flush_seconds)
         self._meta: dict[str, Any] = {}
         self._shards: list[tuple[int, int, Path]] = []  # (first row, rows, file), by first row
-        self._index = KeyIndex(_MERGE_EVERY)
+        self._index = KeyIndex(_MERGE_EVERY, None if readonly else self.path / _INDEX)
         self._numbers = bytearray()  # bitmap of numbers with a row: a repeat marks duplicates
         self._pending: list[dict[str, Any]] = []
         self._returns_end = 0  # floats in returns.f32 that belong to rows (committed or pending)
@@ -196,21 +197,16 @@ class ResultStore:
         self._returns_end = end
 
     def _load_index(self) -> None:
-        """Every reusable key, sorted, with its row: the journal's index, in NumPy arrays (resume in seconds)."""
-        keys: list[np.ndarray] = []
-        rows: list[np.ndarray] = []
-        numbers: list[np.ndarray] = []
+        """Every reusable key with its row, one shard at a time: the journal's index (resume in seconds)."""
+        self._index = KeyIndex(_MERGE_EVERY, None if self.readonly else self.path / _INDEX)
         for first, n, f in self._shards:
             t = pl.read_parquet(f, columns=["key", "lost", "number"])
             ok = ~t["lost"].to_numpy()
             k = np.asarray(t["key"].to_list(), dtype="S32") if t.height else np.empty(0, dtype="S32")
-            keys.append(k[ok])
-            rows.append(np.arange(first, first + n, dtype=np.int64)[ok])
-            numbers.append(t["number"].to_numpy())
-        # A key journaled twice (a rerun of a lost trial): the later row wins.
-        self._index = KeyIndex.from_arrays(keys, rows, _MERGE_EVERY)
-        for arr in numbers:
-            self._mark_numbers(arr)
+            # A key journaled twice (a rerun of a lost trial): the later row wins.
+            self._index.extend(k[ok], np.arange(first, first + n, dtype=np.int64)[ok])
+            self._mark_numbers(t["number"].to_numpy())
+        self._index.merge()
         self.loaded = len(self._index)
 
     def _mark_numbers(self, numbers: np.ndarray) -> None:
