@@ -269,9 +269,9 @@ class TradingAlgorithm:
         return out
 
     def get_order(self, order_id: int) -> Order | None:
-        """The open order with this id, or None if it is not open."""
+        """The order with this id, open, filled or cancelled (its ``status`` says which), or None if never placed."""
         state = self._rb
-        return next((o for o in state.book.open_orders(state.bundle.calendar) if o.id == order_id), None)
+        return state.book.order(order_id, state.bundle.calendar, state.ledger)
 
     def cancel_order(self, order_param: int | Order) -> None:
         """Cancel an open order (by id or :class:`Order`)."""
@@ -319,14 +319,16 @@ class TradingAlgorithm:
 
         ``func`` is called as ``func(context, data)`` like zipline (``context`` is this
         algorithm), or ``func(data)`` if it takes one argument (a bound method
-        ``def rebalance(self, data)``). Call it from ``initialize``.
+        ``def rebalance(self, data)``). Call it from ``initialize``. ``half_days=False``
+        skips the early-close sessions of intraday bundles (ignored on daily ones; see
+        :mod:`rustybt_ray.engine.schedule`).
         """
         if self._rb.started:
             raise StrategyError("schedule_function must be called from initialize(), before the first bar")
         nargs = _positional_arity(func)
         call = func if nargs == 1 else (lambda data, _f=func: _f(self, data))
         self._rb.scheduled.append(
-            Scheduled(call, date_rule or date_rules.every_day(), time_rule or time_rules.market_open())
+            Scheduled(call, date_rule or date_rules.every_day(), time_rule or time_rules.market_open(), half_days)
         )
 
     def set_commission(self, model: CommissionModel | None = None, *, us_equities: CommissionModel | None = None,
@@ -367,11 +369,13 @@ class TradingAlgorithm:
         ledger = state.ledger
         assets = state.assets
         prices = state.price[t]
-        held = [i for i, q in enumerate(ledger.pos) if q]
+        # A wide ledger's positions are an array: read them as floats, as a list ledger's are.
+        pos = ledger.pos.tolist() if ledger.wide else ledger.pos
+        held = [i for i, q in enumerate(pos) if q]
         positions = Positions(
-            (assets[i], Position(assets[i], ledger.pos[i], ledger.cost[i], float(prices[i]))) for i in held
+            (assets[i], Position(assets[i], pos[i], ledger.cost[i], float(prices[i]))) for i in held
         )
-        value = float(sum(ledger.pos[i] * float(prices[i]) for i in held))
+        value = float(sum(pos[i] * float(prices[i]) for i in held))
         return Portfolio(ledger.cash, positions, value, ledger.cash + value, state.capital)
 
     @property

@@ -28,8 +28,9 @@ high the max, low the min, close the last close, volume the sum, price the last 
 close. The last row is today's session so far, up to and including the current bar,
 as zipline shows it. A session where an asset has no bar yet is NaN for it (``price``
 excepted). These rows are always a copy. The per-bar running aggregates behind them
-are computed once per bundle version and field, on first use, and kept in the
-process-wide :func:`~rustybt_ray.engine.array_cache.default_cache`.
+are computed once per bundle version and field, on first use, and kept in the run's
+:class:`~rustybt_ray.engine.array_cache.ArrayCache` (a worker's own; the process-wide
+:func:`~rustybt_ray.engine.array_cache.default_cache` when none is given).
 DataFrames are indexed by the session's date (midnight).
 """
 
@@ -42,7 +43,7 @@ import numpy as np
 
 from rustybt_ray.data.bundle import FIELD_INDEX, FIELDS, Asset, Bundle
 from rustybt_ray.data.frequency import session_index
-from rustybt_ray.engine.array_cache import default_cache
+from rustybt_ray.engine.array_cache import ArrayCache, default_cache
 from rustybt_ray.errors import HistoryError
 
 _FREQ_ALIASES = {"daily": "1d", "minute": "1m", "1min": "1m", "1day": "1d", "hourly": "1h", "60m": "1h"}
@@ -52,10 +53,11 @@ class BarData:
     """The strategy's window on the bundle at the engine's current bar (``data`` in ``handle_data``)."""
 
     __slots__ = ("_t", "_fields", "_bundle", "_assets", "_col_cache", "_freq", "_ok_freqs", "_calendar",
-                 "_daily_freqs", "_daily")
+                 "_daily_freqs", "_daily", "_cache")
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, cache: ArrayCache | None = None) -> None:
         self._bundle = bundle
+        self._cache = cache  # where '1d' aggregates live; None: the process-wide default_cache()
         self._fields = [bundle.values[i] for i in range(len(FIELDS))]
         self._assets = bundle.assets
         self._calendar = bundle.calendar
@@ -168,7 +170,7 @@ class BarData:
             bar_count = _check_bar_count(bar_count)
         daily = self._daily
         if daily is None:
-            daily = self._daily = _DailyBars(self._bundle)
+            daily = self._daily = _DailyBars(self._bundle, self._cache)
         single_asset = isinstance(assets, int)
         cols: Any = assets if single_asset else self._cached_columns(assets)
         t = self._t
@@ -287,11 +289,11 @@ class _DailyBars:
     ``done[s - k + 1 : s]`` followed by ``running[t]``.
     """
 
-    __slots__ = ("_bundle", "_sid", "_last", "_days", "_running", "_done")
+    __slots__ = ("_bundle", "_sid", "_last", "_days", "_running", "_done", "_cache")
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, cache: ArrayCache | None = None) -> None:
         self._bundle = bundle
-        cache = default_cache()
+        self._cache = cache = cache if cache is not None else default_cache()
         version = bundle.version
         cal = bundle.calendar
         self._sid = cache.get_or_compute((version, "daily_bars", "sid"), lambda: session_index(cal)[0])
@@ -307,7 +309,7 @@ class _DailyBars:
         done = self._done[fi]
         if running is None or done is None:
             b = self._bundle
-            cache = default_cache()
+            cache = self._cache
             if FIELDS[fi] == "price":
                 running = b.price  # already the last known close: nothing to aggregate
             else:

@@ -26,6 +26,11 @@ from rustybt_ray.engine.costs import (
 )
 from rustybt_ray.engine.shares import round_fractional, round_fractional_array
 
+#: From this many assets on, a ledger keeps its positions as one float64 array (else a list):
+#: a wide universe books whole batches per bar, where list <-> array conversions dominate.
+#: Read when a ledger is made; tests patch it to run one strategy both ways.
+ARRAY_POSITIONS_FROM = 65
+
 
 @dataclass(frozen=True)
 class Transactions:
@@ -49,15 +54,17 @@ class Ledger:
     follows zipline: adding to a position averages the price, reducing keeps it,
     crossing zero restarts it at the fill price (commissions are not folded in).
 
-    Positions and cost bases are kept as plain lists indexed by asset column: the
-    event-driven path touches a few assets per bar, where list access is several
-    times cheaper than NumPy scalar access. :attr:`positions` gives them as an array,
-    and :meth:`execute` books whole batches in NumPy. The fill paths move cash and
-    shares and log the fill; cost bases are replayed from the log when read.
+    Positions are kept as a plain list indexed by asset column up to
+    :data:`ARRAY_POSITIONS_FROM` assets: the event-driven path touches a few assets per
+    bar, where list access is several times cheaper than NumPy scalar access. Wider
+    ledgers keep them as one float64 array (``pos`` is then an ndarray), which
+    :meth:`execute` updates in place. Both forms hold the same numbers: every update is
+    the same float operation. :attr:`positions` gives them as an array. The fill paths
+    move cash and shares and log the fill; cost bases are replayed from the log when read.
     """
 
     __slots__ = ("cash", "pos", "_cost", "_cost_pos", "_cost_n", "_commission", "_slippage", "_kern", "_kern_epoch",
-                 "_tx", "_snap_bar", "_snap_cash", "_snap_pos", "fractional", "volume_limited")
+                 "_tx", "_snap_bar", "_snap_cash", "_snap_pos", "fractional", "volume_limited", "wide", "_rec")
 
     def __init__(
         self, n_assets: int, capital_base: float, commission: CommissionModel, slippage: SlippageModel,
@@ -66,8 +73,12 @@ class Ledger:
         #: positions are kept on the fractional-share grid (``shares.round_fractional``) after each fill
         self.fractional = bool(fractional)
         self.cash = float(capital_base)
-        #: shares held per asset column (signed)
-        self.pos: list[float] = [0.0] * n_assets
+        #: positions as one float64 array (a wide ledger) rather than a list
+        self.wide = n_assets >= ARRAY_POSITIONS_FROM
+        #: shares held per asset column (signed): a list, or a float64 array when ``wide``
+        self.pos: list[float] | np.ndarray = np.zeros(n_assets) if self.wide else [0.0] * n_assets
+        # The (n, 6) fill records of one batch, reused while batches fit (see execute).
+        self._rec = np.empty((0, 6))
         # Average cost per share, derived from the fill log when read (see ``cost``): the
         # fill loops only move cash and shares. _cost_pos are the shares as of the
         # _cost_n fills replayed so far.
@@ -82,7 +93,7 @@ class Ledger:
         self._tx = array("d")
         self._snap_bar: list[int] = []
         self._snap_cash: list[float] = []
-        self._snap_pos: list[list[float]] = []
+        self._snap_pos: list[list[float] | np.ndarray] = []
 
     @property
     def commission(self) -> CommissionModel:
@@ -137,7 +148,7 @@ class Ledger:
     @property
     def positions(self) -> np.ndarray:
         """Shares held per asset, as a new array."""
-        return np.array(self.pos)
+        return np.array(self.pos, dtype=np.float64)
 
     @property
     def cost_basis(self) -> np.ndarray:
@@ -155,6 +166,16 @@ class Ledger:
         commission = self._commission.calculate_one(amount, price)
         self.book_fill(bar, asset, amount, price, commission, order_id)
         return True
+
+    def fills_of(self, order_id: int) -> tuple[int, float] | None:
+        """The asset and total signed shares of one order's fills, or None if it has none (reads the whole log)."""
+        if not self._tx:
+            return None
+        m = np.frombuffer(self._tx, dtype=np.float64).reshape(-1, 6)
+        mine = m[:, 5] == order_id
+        out = (int(m[mine, 1][0]), float(m[mine, 2].sum())) if mine.any() else None
+        del m, mine  # a live view would stop the log from growing
+        return out
 
     def book_fill(self, bar: int, asset: int, amount: float, price: float, commission: float,
                   order_id: int = -1) -> None:
@@ -245,28 +266,46 @@ class Ledger:
         :meth:`execute_one` per entry, up to float rounding of the cash sum.
         """
         filled = ~np.isnan(ref_price) & (amounts != 0)
-        if not filled.any():
+        k = int(np.count_nonzero(filled))
+        if not k:
             return filled
-        if not filled.all():
+        if k != filled.shape[0]:
             assets, amounts, ref_price = assets[filled], amounts[filled], ref_price[filled]
             order_ids = order_ids[filled] if order_ids is not None else None
         n = assets.shape[0]
-        ids = order_ids.tolist() if order_ids is not None else [-1] * n
-        if np.unique(assets).shape[0] != n:
+        # Distinct assets unless some column is counted twice; bincount is a few times
+        # cheaper than np.unique (no sort) at the batch sizes of a rebalance.
+        if n > 1 and np.bincount(assets).max() > 1:
             # Several orders for one asset: book them in order, so each sees the one before.
+            ids = order_ids.tolist() if order_ids is not None else [-1] * n
             for a, q, p, o in zip(assets.tolist(), amounts.tolist(), ref_price.tolist(), ids, strict=True):
                 self.execute_one(bar, a, q, p, o)
             return filled
         price = self.slippage.fill_price(amounts, ref_price)
         commission = self.commission.calculate(amounts, price)
-        pos_arr = np.array(self.pos)
-        pos_arr[assets] += amounts
-        if self.fractional:
-            pos_arr[assets] = round_fractional_array(pos_arr[assets])
-        self.pos = pos_arr.tolist()
+        if self.wide:
+            pos_arr = self.pos
+            pos_arr[assets] += amounts  # type: ignore[index]
+            if self.fractional:
+                pos_arr[assets] = round_fractional_array(pos_arr[assets])  # type: ignore[index]
+        else:
+            pos_arr = np.array(self.pos)
+            pos_arr[assets] += amounts
+            if self.fractional:
+                pos_arr[assets] = round_fractional_array(pos_arr[assets])
+            self.pos = pos_arr.tolist()
         self.cash -= float(np.dot(amounts, price)) + float(commission.sum())
-        rows = np.column_stack([np.full(n, bar, dtype=np.float64), assets, amounts, price, commission, ids])
-        self._tx.frombytes(np.ascontiguousarray(rows, dtype=np.float64).tobytes())
+        rec = self._rec
+        if rec.shape[0] < n:
+            rec = self._rec = np.empty((max(n, 2 * rec.shape[0]), 6))
+        rows = rec[:n]  # C-contiguous: the first n records of the buffer
+        rows[:, 0] = bar
+        rows[:, 1] = assets
+        rows[:, 2] = amounts
+        rows[:, 3] = price
+        rows[:, 4] = commission
+        rows[:, 5] = order_ids if order_ids is not None else -1
+        self._tx.frombytes(rows.data.cast("B"))  # no bytes object in between
         return filled
 
     def snapshot(self, bar: int) -> None:
@@ -279,16 +318,23 @@ class Ledger:
             self._snap_cash.append(self.cash)
             self._snap_pos.append(self.pos.copy())
 
+    @property
+    def has_fills(self) -> bool:
+        """Whether any fill was booked (a ledger without one held nothing at any bar)."""
+        return bool(self._snap_bar) or bool(self._tx)
+
     def value(self, price_row: np.ndarray) -> float:
         """Portfolio value: cash plus positions marked at ``price_row`` (NaN prices count only where flat)."""
-        pos = np.array(self.pos)
+        pos = self.pos if self.wide else np.array(self.pos)
         held = pos != 0
         return self.cash + float(np.dot(pos[held], price_row[held]))
 
     def transactions(self) -> Transactions:
         """All fills so far, as arrays."""
-        m = np.frombuffer(self._tx, dtype=np.float64).reshape(-1, 6).copy() if self._tx else np.empty((0, 6))
-        return Transactions(
+        # Columns copied straight from a view of the log: no copy of the whole log first.
+        # The view is dropped on return, so the log can grow again.
+        m = np.frombuffer(self._tx, dtype=np.float64).reshape(-1, 6) if self._tx else np.empty((0, 6))
+        out = Transactions(
             m[:, 0].astype(np.int64),
             m[:, 1].astype(np.int64),
             m[:, 2].copy(),
@@ -296,6 +342,8 @@ class Ledger:
             m[:, 4].copy(),
             m[:, 5].astype(np.int64),
         )
+        del m
+        return out
 
     def history(self, bars: np.ndarray, capital_base: float) -> tuple[np.ndarray, np.ndarray]:
         """Cash ``(n,)`` and positions ``(n, N)`` at the end of each of ``bars`` (ascending).

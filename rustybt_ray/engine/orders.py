@@ -36,6 +36,7 @@ volume-capped model (``VolumeShareSlippage``) an order may fill over several bar
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -160,7 +161,10 @@ def order_style(limit_price: Any, stop_price: Any, style: Any) -> tuple[float | 
 
 @dataclass(frozen=True)
 class Order:
-    """A snapshot of an open order, as ``get_open_orders`` and ``get_order`` report it (zipline's fields).
+    """A snapshot of an order, as ``get_open_orders`` and ``get_order`` report it (zipline's fields).
+
+    ``status`` is ``"open"``, ``"filled"`` or ``"cancelled"`` (only ``get_order`` reports
+    the last two).
 
     ``amount`` is the signed number of shares ordered, ``filled`` the signed shares
     filled so far (an order fills over several bars only under a volume cap),
@@ -259,7 +263,7 @@ class OrderBook:
     """
 
     __slots__ = ("_ids", "_assets", "_amounts", "_created", "_next_id", "_n_assets", "_asset_objs", "accepting",
-                 "_spec", "_filled", "_charged", "_bundle")
+                 "_spec", "_filled", "_charged", "_bundle", "_created_at", "_closed_spec", "_cancelled")
 
     def __init__(self, assets: tuple[Asset, ...], accepting: bool = True, bundle: Bundle | None = None) -> None:
         self.accepting = accepting
@@ -276,6 +280,12 @@ class OrderBook:
         self._charged: dict[int, float] = {}
         #: the bars limit/stop rules and volume caps read (open, high, low, volume)
         self._bundle = bundle
+        # What get_order reports about closed orders: every order's placement bar (by id - 1;
+        # 8 bytes an order, an append on the hot path), the limit/stop of filled styled
+        # orders, and cancelled orders as they were (cancels are rare: a dict is fine).
+        self._created_at = array("q")
+        self._closed_spec: dict[int, _Spec] = {}
+        self._cancelled: dict[int, tuple[int, float, float, _Spec | None]] = {}
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -302,6 +312,7 @@ class OrderBook:
         self._assets.append(asset)
         self._amounts.append(amount)
         self._created.append(bar)
+        self._created_at.append(bar)
         return oid
 
     def place_styled(self, asset: int, amount: float, bar: int, limit: float | None, stop: float | None) -> int:
@@ -323,16 +334,18 @@ class OrderBook:
             self.check_accepting()
         first = self._next_id
         self._next_id = first + len(assets)
+        created = [bar] * len(assets)
+        self._created_at.extend(created)
         if self._ids:
             self._ids.extend(range(first, self._next_id))
             self._assets.extend(assets)
             self._amounts.extend(amounts)
-            self._created.extend([bar] * len(assets))
+            self._created.extend(created)
         else:  # the usual case of a rebalance: the book is empty, it takes the lists over
             self._ids = list(range(first, self._next_id))
             self._assets = assets
             self._amounts = amounts
-            self._created = [bar] * len(assets)
+            self._created = created
         return first
 
     def fill(self, bar: int, ledger: Ledger, ref_price_row: np.ndarray | list[float]) -> None:
@@ -420,7 +433,9 @@ class OrderBook:
             self._keep(keep)
 
     def _forget(self, oid: int) -> None:
-        self._spec.pop(oid, None)
+        spec = self._spec.pop(oid, None)
+        if spec is not None:
+            self._closed_spec[oid] = spec
         self._filled.pop(oid, None)
         self._charged.pop(oid, None)
 
@@ -445,9 +460,44 @@ class OrderBook:
             i = self._ids.index(order_id)
         except ValueError:
             raise OrderError(f"order {order_id} is not open (filled, cancelled or never placed)") from None
+        done = self._filled.get(order_id, 0.0)
+        self._cancelled[order_id] = (self._assets[i], self._amounts[i] + done, done, self._spec.get(order_id))
         for lst in (self._ids, self._assets, self._amounts, self._created):
             del lst[i]
         self._forget(order_id)
+        self._closed_spec.pop(order_id, None)
+
+    def order(self, order_id: int, calendar: np.ndarray, ledger: Ledger) -> Order | None:
+        """The order with this id, open, filled or cancelled (zipline's ``get_order``); None if never placed.
+
+        A filled order is rebuilt from the ledger's fills (its asset and shares), so this
+        reads the fill log: O(fills) for a closed order, meant for occasional calls.
+        """
+        if not isinstance(order_id, (int, np.integer)) or not 1 <= order_id < self._next_id:
+            return None
+        oid = int(order_id)
+        if oid in self._ids:
+            i = self._ids.index(oid)
+            return self._snapshot(oid, self._assets[i], self._amounts[i], self._created[i], calendar)
+        created = calendar[self._created_at[oid - 1]]
+        if oid in self._cancelled:
+            a, amount, done, spec = self._cancelled[oid]
+            return Order(oid, self._asset_objs[a], amount, created, "cancelled", done,
+                         *((spec.limit, spec.stop, spec.stop_reached) if spec else ()))
+        fills = ledger.fills_of(oid)
+        if fills is None:
+            return None
+        a, shares = fills
+        spec = self._closed_spec.get(oid)
+        return Order(oid, self._asset_objs[a], shares, created, "filled", shares,
+                     *((spec.limit, spec.stop, spec.stop_reached) if spec else ()))
+
+    def _snapshot(self, oid: int, a: int, amt: float, c: int, calendar: np.ndarray) -> Order:
+        spec = self._spec.get(oid)
+        done = self._filled.get(oid, 0.0)
+        return Order(oid, self._asset_objs[a], amt + done, calendar[c], filled=done,
+                     limit=spec.limit if spec else None, stop=spec.stop if spec else None,
+                     stop_reached=spec.stop_reached if spec else False)
 
     def open_orders(self, calendar: np.ndarray, asset: int | None = None) -> list[Order]:
         """Snapshots of the open orders, optionally of one asset only."""
@@ -455,9 +505,5 @@ class OrderBook:
         for oid, a, amt, c in zip(self._ids, self._assets, self._amounts, self._created, strict=True):
             if asset is not None and a != asset:
                 continue
-            spec = self._spec.get(oid)
-            done = self._filled.get(oid, 0.0)
-            out.append(Order(oid, self._asset_objs[a], amt + done, calendar[c], filled=done,
-                             limit=spec.limit if spec else None, stop=spec.stop if spec else None,
-                             stop_reached=spec.stop_reached if spec else False))
+            out.append(self._snapshot(oid, a, amt, c, calendar))
         return out

@@ -7,8 +7,10 @@ orders in one book call. The orders are those of the per-asset calls made in ord
 bit for bit: the same portfolio value, ``weight * value / price``, the same rounding
 rule against held plus open shares, the same order ids. Up to 64 assets the loop
 runs on plain floats (at a few assets NumPy's per-call overhead costs more than the
-arithmetic); from ``_NUMPY_FROM`` assets on, sizing runs in NumPy. With fractional
-shares the call places the per-asset calls' orders by making them, one by one.
+arithmetic); from ``_NUMPY_FROM`` assets on, sizing runs in NumPy. A wide ledger
+(positions as an array, ``ledger.ARRAY_POSITIONS_FROM``) is sized without leaving
+NumPy: the weight vector, prices and held shares are never turned into lists. With
+fractional shares the call places the per-asset calls' orders by making them, one by one.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ def order_target_percents(self: HasRunState, weights: ArrayLike | Mapping[Asset 
     """
     state = self._rb
     if assets is None and type(weights) is np.ndarray and weights.dtype is _F64 and weights.ndim == 1:
+        if (state.ledger.wide and not state.fractional and weights.shape[0] >= _NUMPY_FROM
+                and weights.shape[0] == len(state.cols) and state.data._t >= 0):
+            return _wide_path(state, weights, state.data._t)
         ws = weights.tolist()
         cols: Sequence[int] = state.cols  # range(n_assets)
         if len(ws) != len(cols):
@@ -152,26 +157,56 @@ def _numpy_path(state: RunState, cols: Sequence[int], ws: list[float], t: int) -
     idx = np.asarray(cols, dtype=np.int64)
     w = np.asarray(ws, dtype=np.float64)
     prices = state.price[t][idx] if t >= 0 else np.full(idx.shape[0], np.nan)
+    return _size_and_place(state, idx, w, prices, np.asarray(state.held)[idx], t, cols, ws)
+
+
+def _wide_path(state: RunState, w: np.ndarray, t: int) -> list[int]:
+    # One weight per asset column, a wide ledger, t >= 0. The per-bar view is built
+    # here from the ledger's arrays when stale: RunState.refresh's numbers (ledger.value
+    # for pv, held = positions + open amounts, the same float additions), as arrays.
+    if state.pv_t != t:
+        ledger, book = state.ledger, state.book
+        row = state.price[t]
+        state.prow = row  # type: ignore[assignment]  # read-only here and by the order paths
+        state.pv = ledger.value(row)
+        pos: np.ndarray = ledger.pos  # type: ignore[assignment]
+        state.held = pos + np.array(book.open_amounts()) if book._ids else pos.copy()  # type: ignore[assignment]
+        state.pv_t = t
+    held = state.held
+    return _size_and_place(state, None, w, state.price[t], held if type(held) is np.ndarray else np.asarray(held),
+                           t, state.cols, None)
+
+
+def _size_and_place(state: RunState, idx: np.ndarray | None, w: np.ndarray, prices: np.ndarray, held_now: np.ndarray,
+                    t: int, cols: Sequence[int], ws: list[float] | None) -> list[int]:
+    # The whole-share sizing of order_target_percent per element, in NumPy; ``idx`` None: every column.
+    # ``ws`` (the weights as a list, for error messages) is made only when an error is raised.
     need = w != 0
     no_price = need & ~(prices > 0)
     if no_price.any():
-        _fail_no_price(state, int(idx[np.argmax(no_price)]), cols, ws)
+        k = int(np.argmax(no_price))
+        _fail_no_price(state, k if idx is None else int(idx[k]), cols, w.tolist() if ws is None else ws)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        x = np.where(need, w * state.pv / np.where(need, prices, 1.0), 0.0) - np.asarray(state.held)[idx]
-    if not np.isfinite(x).all():
+        x = np.where(need, w * state.pv / np.where(need, prices, 1.0), 0.0) - held_now
+    try:
+        q = round_shares_array(x)  # raises on a NaN or infinite x, before any order is queued
+    except (OverflowError, ValueError):
+        ws = w.tolist() if ws is None else ws
         _check_finite(state, cols, ws)
-        raise OrderError(f"order_target_percents: the weights {ws!r} give share counts out of range")
-    q = round_shares_array(x)
+        raise OrderError(f"order_target_percents: the weights {ws!r} give share counts out of range") from None
     nz = np.flatnonzero(q)
     if not nz.shape[0]:
         return []
-    order_assets = idx[nz].tolist()
-    order_amounts = q[nz].tolist()
+    cols_nz = nz if idx is None else idx[nz]
+    q_nz = q[nz]
     held = state.held
-    for a, amount in zip(order_assets, order_amounts):
-        held[a] += amount
-    n = len(order_assets)
-    first = state.book.place_many(order_assets, order_amounts, t)  # refused in initialize()
+    if type(held) is np.ndarray:
+        held[cols_nz] += q_nz  # distinct columns: the per-order additions, at once
+    else:
+        for a, amount in zip(cols_nz.tolist(), q_nz.tolist()):
+            held[a] += amount
+    n = nz.shape[0]
+    first = state.book.place_many(cols_nz.tolist(), q_nz.tolist(), t)  # refused in initialize()
     return list(range(first, first + n))
 
 

@@ -385,6 +385,10 @@ class Valuation(NamedTuple):
 def _valuation(b: Bundle, ledger: Ledger, i0: int, i1: int, capital: float) -> Valuation:
     """Per-bar portfolio value and gross exposure of bars ``[i0, i1)``, rebuilt from the ledger's fill snapshots."""
     cash, pos = ledger.history(np.arange(i0, i1), capital)
+    if not ledger.has_fills:
+        # Nothing ever held: the marks below would be all zeros; skip their O(bars x assets) passes.
+        zeros = np.zeros(i1 - i0)
+        return Valuation(cash + zeros, zeros, cash, pos, zeros.copy())
     held = pos != 0
     marked = np.where(held, pos * np.where(held, b.price[i0:i1], 0.0), 0.0)
     holdings = marked.sum(axis=1)
@@ -426,10 +430,10 @@ def _build_result(state: RunState, strategy_name: str) -> BacktestResult:
         if name in table:
             name = f"recorded_{name}"
         table[name] = carry_forward(col, at)
-    symbols = np.asarray(b.symbols, dtype=object)
     transactions = pl.DataFrame({
         "date": b.calendar[tx.bar],
-        "symbol": pl.Series(symbols[tx.asset].tolist(), dtype=pl.String),
+        # gathered in polars: no Python string per fill (a wide rebalance makes millions)
+        "symbol": pl.Series(list(b.symbols), dtype=pl.String).gather(tx.asset),
         "amount": tx.amount,
         "price": tx.price,
         "commission": tx.commission,

@@ -6,6 +6,16 @@ days) come from the bundle's own calendar: a week starts on its first trading da
 and on intraday bundles a session opens at its first bar and closes after its last
 (early closes and late opens need no exchange calendar). A function runs at most
 once per bar, before ``handle_data``.
+
+Half days (``schedule_function(..., half_days=False)``): on intraday bundles a half
+day is a session whose last bar is stamped more than an hour before the usual one
+(the most common last-bar time of day over the bundle's sessions), e.g. a 12:59 last
+minute bar on a US equity calendar whose sessions usually end with a 15:59 bar. The
+hour of slack keeps a session that only lacks its last few bars, or the one-hour
+shift of a daylight-saving change in UTC-stamped data, from counting as a half day.
+``half_days=True`` (zipline's default) runs on them too. Bars are naive
+exchange-local times, so "time of day" is the exchange's. On daily bundles a bar
+says nothing about the session's close, so ``half_days`` is ignored there.
 """
 
 from __future__ import annotations
@@ -174,18 +184,52 @@ class time_rules:  # noqa: N801 - zipline's spelling
         return TimeRule("every_bar")
 
 
+#: A session is a half day when its last bar is stamped more than this before the usual last bar.
+HALF_DAY_SLACK_NS = 60 * 60_000_000_000
+
+
+def half_day_sessions(calendar: np.ndarray, session_id: np.ndarray) -> np.ndarray:
+    """Boolean mask over sessions: the early closes of an intraday calendar (see the module docstring).
+
+    The usual close is the most common time of day of a session's last bar (ties: the
+    latest). Sessions whose last bar is more than :data:`HALF_DAY_SLACK_NS` earlier
+    are half days.
+    """
+    n = calendar.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    ts = calendar.astype("datetime64[ns]").astype(np.int64)
+    last = np.flatnonzero(np.r_[session_id[1:] != session_id[:-1], True])
+    day_ns = np.int64(86_400 * 1_000_000_000)
+    tod = ts[last] % day_ns
+    values, counts = np.unique(tod, return_counts=True)
+    usual = values[np.flatnonzero(counts == counts.max())[-1]]
+    return tod < usual - HALF_DAY_SLACK_NS
+
+
 @dataclass(frozen=True)
 class Scheduled:
-    """A function with the rules that say when it runs."""
+    """A function with the rules that say when it runs.
+
+    ``half_days=False`` skips the half days of an intraday calendar (see the module
+    docstring); it is ignored on daily bundles.
+    """
 
     func: Callable[..., object]
     date_rule: DateRule
     time_rule: TimeRule
+    half_days: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.half_days, (bool, np.bool_)):
+            raise StrategyError(f"schedule_function(half_days={self.half_days!r}): half_days must be True or False")
 
     def mask(self, calendar: np.ndarray, daily: bool) -> np.ndarray:
         """Bars (over the whole calendar) on which ``func`` runs."""
         session_id, _, sessions = session_index(calendar)
-        on_day = self.date_rule.mask(sessions)[session_id]
+        on_day = self.date_rule.mask(sessions)
         if daily:
-            return on_day
-        return on_day & self.time_rule.mask(calendar, session_id)
+            return on_day[session_id]
+        if not self.half_days:
+            on_day = on_day & ~half_day_sessions(calendar, session_id)
+        return on_day[session_id] & self.time_rule.mask(calendar, session_id)

@@ -85,7 +85,7 @@ class RunState:
 
     def __post_init__(self) -> None:
         b = self.bundle
-        self.data = BarData(b)
+        self.data = BarData(b, self.cache)  # '1d' aggregates go in the run's cache, not the process-wide one
         # Closed until the first bar: the one guard against orders from initialize().
         self.book = OrderBook(b.assets, accepting=False, bundle=b)
         self.fractional = self.ledger.fractional
@@ -156,7 +156,8 @@ class RunState:
             row = self.price[t]
             self.prow = row.tolist()
             self.pv = ledger.value(row)
-        self.held = [q + o for q, o in zip(ledger.pos, book.open_amounts())] if book._ids else ledger.pos.copy()
+        pos = ledger.pos.tolist() if ledger.wide else ledger.pos  # floats: the per-asset order paths index it
+        self.held = [q + o for q, o in zip(pos, book.open_amounts())] if book._ids else pos.copy()
         self.pv_t = t
 
     def portfolio_value(self) -> float:

@@ -107,11 +107,15 @@ def run_vector(
     cache: ArrayCache | None = None,
     with_returns: bool = False,
     engine: str = "auto",
+    fractional_shares: bool = False,
 ) -> tuple[dict[str, float], np.ndarray | None]:
-    """One vectorized backtest: ``(metrics, returns or None)``, the numbers of ``run_metrics`` on the same rules."""
+    """One vectorized backtest: ``(metrics, returns or None)``, the numbers of ``run_metrics`` on the same rules.
+
+    ``fractional_shares`` exists to be refused: the kernel trades whole shares only.
+    """
     return run_vector_batch(strategy, bundle, start, end, capital_base, [params], commission=commission,
                             slippage=slippage, fill_price=fill_price, cache=cache, with_returns=with_returns,
-                            engine=engine)[0]
+                            engine=engine, fractional_shares=fractional_shares)[0]
 
 
 def run_vector_batch(
@@ -129,6 +133,7 @@ def run_vector_batch(
     with_returns: bool = False,
     batch_size: int | None = None,
     engine: str = "auto",
+    fractional_shares: bool = False,
 ) -> list[tuple[dict[str, float], np.ndarray | None]]:
     """Many trials of one strategy, ``batch_size`` per kernel call; ``(metrics, returns or None)`` per trial, in order.
 
@@ -136,7 +141,15 @@ def run_vector_batch(
     (``RUSTYBT_KERNEL_MEMORY_MB``; :func:`~rustybt_ray.vector.budget.trials_per_call`).
     ``engine``: ``"auto"`` (the compiled kernel where the cost models allow, else
     NumPy), ``"compiled"`` or ``"numpy"`` (see :func:`~rustybt_ray.vector.kernel.simulate`).
+    ``fractional_shares=True`` is refused (a :class:`StrategyError`): the kernel trades whole
+    shares; ``run_algorithm(strategy, ..., fractional_shares=True)`` runs the same weights
+    through the event engine in fractions.
     """
+    if fractional_shares:
+        raise StrategyError(
+            "fractional_shares=True: the vectorized kernel trades whole shares only; run this strategy with "
+            "run_algorithm(..., fractional_shares=True) or run_metrics(..., fractional_shares=True), which run "
+            "the same weights through the event engine")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                    or batch_size < 1):
         raise StrategyError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")

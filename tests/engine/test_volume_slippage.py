@@ -164,3 +164,20 @@ def test_vector_engine_refuses_a_volume_cap(bundle):
 
     with pytest.raises(RustyBTError, match="run_algorithm"):
         run_vector(Hold, bundle, slippage=ZIPLINE)
+
+
+def test_vector_engine_refuses_fractional_shares_and_the_event_engine_runs_them(bundle):
+    from rustybt_ray.vector import VectorStrategy, run_vector, run_vector_batch
+
+    class Hold(VectorStrategy):
+        def weights(self):
+            return np.full((len(self.calendar), self.n_assets), 0.5)
+
+    for call in (lambda: run_vector(Hold, bundle, fractional_shares=True),
+                 lambda: run_vector_batch(Hold, bundle, params_list=[None], fractional_shares=True)):
+        with pytest.raises(StrategyError, match="whole shares only.*run_algorithm"):
+            call()
+    # The same weights in fractions through the event engine: 0.5 of 1,001 sized at the open of 10.
+    res = run_algorithm(Hold, bundle, capital_base=1_001.0, commission=NoCommission(), fractional_shares=True,
+                        slippage=ZIPLINE.__class__(volume_limit=1.0, price_impact=0.0))
+    assert res.transactions["amount"][0] == pytest.approx(50.05, abs=1e-6)
