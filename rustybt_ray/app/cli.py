@@ -69,7 +69,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     strategy = load_strategy(args.strategy)
     params = dict(parse_param(p) for p in args.param or [])
     result = run_algorithm(strategy, args.bundle, start=args.start, end=args.end, capital_base=args.capital,
-                           params=params, fill_price=args.fill_price)
+                           params=params, fill_price=args.fill_price, fractional_shares=args.fractional_shares)
     if args.json:
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.metrics.items()}
         print(json.dumps({"strategy": result.strategy, "params": result.params, "metrics": clean}, default=str))
@@ -133,6 +133,8 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         cfg.output = Path(args.output)
     if args.workers is not None:
         cfg.workers = args.workers
+    if args.fractional_shares:
+        cfg.fractional_shares = True
     report = run_sweep(cfg, resume=args.resume, progress=not args.no_progress, plots=not args.no_plots)
     s = report.summary
     if s.get("kind") == "search":
@@ -246,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capital", type=float, default=100_000.0)
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="strategy parameter (repeatable)")
     p.add_argument("--fill-price", choices=["open", "close"], default="open")
+    p.add_argument("--fractional-shares", action="store_true", help="trade fractions of a share (default: whole)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_run)
 
@@ -260,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the sweep already in the output directory")
     p.add_argument("--output", help="override the file's output directory")
     p.add_argument("--workers", type=int, help="override the file's workers")
+    p.add_argument("--fractional-shares", action="store_true",
+                   help="trade fractions of a share (as fractional_shares = true in the file)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.set_defaults(func=_cmd_optimize)

@@ -7,6 +7,7 @@
     start = "2012-01-01"
     end = "2024-12-31"
     output = "results/sma"
+    fractional_shares = false      # optional: true trades fractions of a share (event-engine strategies)
 
     [space.parameters]
     fast = { type = "int", low = 5, high = 50, step = 5 }
@@ -42,8 +43,8 @@ from rustybt_ray.optimize.registry import ALGORITHMS, OPTUNA_ALGORITHMS
 
 __all__ = ["ALGORITHMS", "OPTUNA_ALGORITHMS", "SweepConfig"]
 
-_TOP = {"strategy", "bundle", "start", "end", "capital", "fill_price", "output", "workers", "address",
-        "costs", "space", "search", "objective", "walk_forward", "config"}
+_TOP = {"strategy", "bundle", "start", "end", "capital", "fill_price", "fractional_shares", "output", "workers",
+        "address", "costs", "space", "search", "objective", "walk_forward", "config"}
 _COSTS = {"commission", "slippage"}
 _SPACE = {"parameters", "constraints"}
 _SEARCH = {"algorithm", "n_trials", "timeout", "seed", "points", "pruner", "checkpoint_every", "storage",
@@ -91,6 +92,8 @@ class SweepConfig:
     end: str | None = None
     capital: float = 100_000.0
     fill_price: str = "open"
+    #: trade fractions of a share (event-engine strategies only; see ``ParallelOptimizer.run``)
+    fractional_shares: bool = False
     output: Path = Path("sweep-results")
     workers: int | None = None
     address: str | None = None
@@ -134,6 +137,7 @@ class SweepConfig:
             end=_date(raw, "end"),
             capital=_get(raw, "capital", float, "", 100_000.0),
             fill_price=_get(raw, "fill_price", str, "", "open"),
+            fractional_shares=_flag(raw, "fractional_shares"),
             output=out if out.is_absolute() else base / out,
             workers=_get(raw, "workers", int, ""),
             address=_get(raw, "address", str, "") or None,
@@ -302,6 +306,14 @@ class SweepConfig:
             return window_factory(self.search["algorithm"], self._search_options())
         except RustyBTError as exc:
             raise ConfigError(f"search: {exc}") from None
+
+
+def _flag(raw: Mapping[str, Any], key: str) -> bool:
+    """A true/false key (False when absent); a string such as ``"yes"`` is refused, not guessed."""
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false (a TOML boolean, unquoted), got {value!r}")
+    return value
 
 
 def _date(raw: Mapping[str, Any], key: str) -> str | None:

@@ -45,7 +45,8 @@ class SweepReport:
 def _describe(cfg: SweepConfig) -> dict[str, Any]:
     return {
         "strategy": cfg.strategy, "bundle": cfg.bundle, "start": cfg.start, "end": cfg.end,
-        "capital": cfg.capital, "objective": cfg.objective, "directions": cfg.directions,
+        "capital": cfg.capital, "fractional_shares": cfg.fractional_shares, "objective": cfg.objective,
+        "directions": cfg.directions,
         "search": cfg.search, "parameters": cfg.parameters, "constraints": cfg.constraints,
         "walk_forward": cfg.walk_forward, "source": str(cfg.source) if cfg.source else None,
     }
@@ -100,7 +101,8 @@ def _search(cfg: SweepConfig, strategy: type, space: Any, config: Any, objective
     opt = ParallelOptimizer(algorithm, n_jobs=cfg.workers, config=config, address=cfg.address, progress=progress)
     kwargs: dict[str, Any] = dict(direction=directions, capital_base=cfg.capital, commission=commission,
                                   slippage=slippage, fill_price=cfg.fill_price, journal=out / "journal.jsonl",
-                                  checkpoint_every=cfg.search.get("checkpoint_every", "auto"))
+                                  checkpoint_every=cfg.search.get("checkpoint_every", "auto"),
+                                  fractional_shares=cfg.fractional_shares)
     pre = opt.validate(strategy, cfg.bundle, cfg.start, cfg.end, objective, **kwargs)
 
     def launch() -> tuple[Any, dict[str, Any], list[Path]]:
@@ -146,7 +148,8 @@ def _walk_forward(cfg: SweepConfig, strategy: type, space: Any, config: Any, obj
                                address=cfg.address)
     kwargs: dict[str, Any] = dict(capital_base=cfg.capital, commission=commission, slippage=slippage,
                                   fill_price=cfg.fill_price, journal=cfg.output / "journal.jsonl",
-                                  checkpoint_every=cfg.search.get("checkpoint_every", "auto"))
+                                  checkpoint_every=cfg.search.get("checkpoint_every", "auto"),
+                                  fractional_shares=cfg.fractional_shares)
     pre = opt.validate(strategy, cfg.bundle, cfg.start, cfg.end, **kwargs)
 
     def launch() -> tuple[Any, dict[str, Any], list[Path]]:
@@ -196,7 +199,7 @@ def _search_plots(cfg: SweepConfig, strategy: type, result: Any, commission: Any
         if returns is None:  # returns were not kept: one more backtest, on the driver
             _, returns = run_metrics(strategy, b, cfg.start, cfg.end, cfg.capital, best["params"],
                                      commission=commission, slippage=slippage, fill_price=cfg.fill_price,
-                                     with_returns=True)
+                                     with_returns=True, fractional_shares=cfg.fractional_shares)
         i0, i1 = b.index_range(cfg.start, cfg.end)
         return equity_curve(np.asarray(returns, dtype=np.float64), b.calendar[i0:i1],
                             buy_and_hold_returns(b, cfg.start, cfg.end),

@@ -53,6 +53,8 @@ class JobSpec:
     #: Trials with the same key go to the same actor and batch, so a window's indicator
     #: is computed once per actor.
     route: Callable[[Mapping[str, Any]], Hashable] | None = None
+    #: Trade fractions of a share (``run_metrics(..., fractional_shares=True)``); event-engine jobs only.
+    fractional_shares: bool = False
 
     @property
     def vector(self) -> bool:

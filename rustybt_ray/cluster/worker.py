@@ -103,6 +103,7 @@ class BacktestWorker:
                     commission=spec.commission, slippage=spec.slippage, fill_price=spec.fill_price,
                     cache=self.cache, with_returns=over.get("with_returns", spec.with_returns),
                     checkpoint=judge, checkpoint_every=spec.pruning["every"] if judge is not None else "auto",
+                    fractional_shares=spec.fractional_shares,
                 )
                 outcome = TrialOutcome(number, params, TrialStatus.COMPLETE, metrics, None, 0.0, self.worker_id,
                                        returns.astype(np.float32) if returns is not None else None)

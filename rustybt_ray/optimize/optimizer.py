@@ -35,7 +35,11 @@ from rustybt_ray.optimize.preflight import Preflight, check_sweep
 from rustybt_ray.optimize.pruning import pruning_spec
 from rustybt_ray.optimize.result import OptimizationResult
 from rustybt_ray.optimize.search import GridSearchAlgorithm, SearchAlgorithm
-from rustybt_ray.optimize.session import SweepSession, last_pool
+from rustybt_ray.optimize.session import (
+    SweepSession,
+    check_fractional_shares,
+    last_pool,
+)
 from rustybt_ray.optimize.space import ParameterSpace
 from rustybt_ray.optimize.store import ResultStore
 from rustybt_ray.optimize.trial_source import SearchSource
@@ -102,6 +106,7 @@ class ParallelOptimizer:
         pruner: Any = None,
         checkpoint_every: str | int = "auto",
         store: str | os.PathLike[str] | None = None,
+        fractional_shares: bool = False,
     ) -> Preflight:
         """Check a run's arguments (the same as :meth:`run`'s) without starting Ray or writing anything.
 
@@ -109,11 +114,14 @@ class ParallelOptimizer:
         end``, at least one bar), ``capital_base`` (a positive finite number),
         ``fill_price``, the cost models, the objectives and their directions (also
         against the algorithm, e.g. CMA-ES has one objective), the pruner and
-        ``checkpoint_every``, and the parameter names (a one-bar dry run on the driver).
+        ``checkpoint_every``, ``fractional_shares`` (a bool; True is refused for a
+        :class:`~rustybt_ray.vector.VectorStrategy`, whose kernel trades whole shares),
+        and the parameter names (a one-bar dry run on the driver).
         Raises a :class:`~rustybt_ray.errors.RustyBTError` on the first problem;
         returns the :class:`Preflight` that :meth:`run` goes on with (the loaded
         bundle, so it is not loaded twice). :meth:`run` calls it first.
         """
+        check_fractional_shares(strategy, fractional_shares)
         objectives = Objectives(objective, direction)
         self.algorithm.check_objectives(objectives.pairs)
         pruning = pruning_spec(pruner if pruner is not None else getattr(self.algorithm, "pruner", None),
@@ -147,6 +155,7 @@ class ParallelOptimizer:
         pruner: Any = None,
         checkpoint_every: str | int = "auto",
         store: str | os.PathLike[str] | None = None,
+        fractional_shares: bool = False,
     ) -> OptimizationResult:
         """Run every trial the algorithm asks for and return the :class:`OptimizationResult`.
 
@@ -177,6 +186,10 @@ class ParallelOptimizer:
         trials with neither ``journal`` nor ``store`` gets a new store under
         ``OptimizationConfig.results_dir`` (a warning names it).
 
+        ``fractional_shares=True`` runs every trial with fractions of a share, as
+        ``run_metrics(..., fractional_shares=True)``; it is part of each trial's journal
+        key, so a journal or store of a whole-share sweep is not reused for it.
+
         Everything that needs no worker is checked first, before Ray starts or anything
         is written (see :meth:`validate`).
 
@@ -189,12 +202,13 @@ class ParallelOptimizer:
         pre = self.validate(strategy, bundle, start_date, end_date, objective, direction=direction,
                             capital_base=capital_base, commission=commission, slippage=slippage,
                             fill_price=fill_price, journal=journal, pruner=pruner,
-                            checkpoint_every=checkpoint_every, store=store)
+                            checkpoint_every=checkpoint_every, store=store,
+                            fractional_shares=fractional_shares)
         objectives, b = pre.objectives, pre.bundle
         session = SweepSession(strategy, b, start_date, end_date, pool=self.pool, n_jobs=self.n_jobs,
                                config=self.config, address=self.address, capital_base=capital_base,
                                commission=commission, slippage=slippage, fill_price=fill_price,
-                               pruning=pre.pruning)
+                               pruning=pre.pruning, fractional_shares=fractional_shares)
         if self._runs or self.algorithm.n_asked:
             self.algorithm.rewind()
         self.algorithm.start(self.algorithm.space, objectives.pairs)
@@ -231,6 +245,7 @@ class ParallelOptimizer:
             "start": str(start_date),
             "end": str(end_date),
             "capital_base": float(capital_base),
+            "fractional_shares": bool(fractional_shares),
             "algorithm": type(self.algorithm).__name__,
             "reused_trials": source.n_reused,
             "periods_per_year": float(b.periods_per_year),

@@ -17,6 +17,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from rustybt_ray.cluster.protocol import JobSpec, TrialOutcome, route_for
 from rustybt_ray.cluster.scheduler import Scheduler, SchedulerStats, TrialSource
 from rustybt_ray.config import OptimizationConfig
@@ -52,6 +54,9 @@ class SweepSession:
             "year" or bars, "grouped": bool}``; a :class:`PruningCoordinator` actor lives as
             long as the session (grouped: one mirror study per group of trials, see
             :meth:`PruningCoordinator.assign`).
+        fractional_shares: trials trade fractions of a share (see
+            :func:`~rustybt_ray.engine.run.run_metrics`); checked by
+            :func:`check_fractional_shares`.
     """
 
     def __init__(
@@ -70,6 +75,7 @@ class SweepSession:
         slippage: SlippageModel | None = None,
         fill_price: str = "open",
         pruning: dict[str, Any] | None = None,
+        fractional_shares: bool = False,
     ) -> None:
         from rustybt_ray.data import load_bundle
 
@@ -77,6 +83,8 @@ class SweepSession:
             raise StrategyError(f"strategy must be a TradingAlgorithm subclass, got {strategy!r}")
         self.strategy = strategy
         self.route = route_for(strategy)  # a bad route_by fails here, before Ray starts
+        check_fractional_shares(strategy, fractional_shares)
+        self.fractional_shares = bool(fractional_shares)
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.start, self.end = start, end
         self.config = config if config is not None else OptimizationConfig.from_env()
@@ -97,18 +105,24 @@ class SweepSession:
         The dates are the bars actually run, not the dates as typed: "2020-01-01" and
         "2020-01-02" name the same backtest when the 1st is a holiday. A trial with its
         own dates (walk-forward) replaces ``start`` and ``end``.
+
+        ``fractional_shares`` is in it only when True, so the keys of every whole-share
+        journal and store written before the option existed stay valid.
         """
         from rustybt_ray.optimize.journal import strategy_fingerprint
 
         b = self.bundle
         i0, i1 = b.index_range(self.start, self.end)
-        return {
+        job: dict[str, Any] = {
             "strategy": strategy_fingerprint(self.strategy), "bundle_version": b.version,
             "start": str(b.calendar[i0]) if i1 > i0 else str(self.start),
             "end": str(b.calendar[i1 - 1]) if i1 > i0 else str(self.end),
             "capital_base": self.capital_base,
             "commission": repr(self.commission), "slippage": repr(self.slippage), "fill_price": self.fill_price,
         }
+        if self.fractional_shares:
+            job["fractional_shares"] = True
+        return job
 
     def __enter__(self) -> SweepSession:
         global _last_pool
@@ -138,7 +152,7 @@ class SweepSession:
                                 self.config.return_daily_returns, pruning,
                                 kernel_memory_bytes=self.config.kernel_memory_bytes,
                                 bundle_shape=(int(self.bundle.calendar.shape[0]), len(self.bundle.assets)),
-                                route=self.route)
+                                route=self.route, fractional_shares=self.fractional_shares)
             self.pool.prepare(self.spec)
         except BaseException:
             self._cleanup()
@@ -245,6 +259,23 @@ def progress_bar(enabled: bool, total: int | None, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="trial", leave=True, mininterval=0.5)
+
+
+def check_fractional_shares(strategy: Any, fractional_shares: Any) -> None:
+    """Refuse a ``fractional_shares`` that is not a bool, or True with a vectorized strategy.
+
+    Raises :class:`StrategyError` naming the fix; called on the driver before Ray starts.
+    """
+    if not isinstance(fractional_shares, (bool, np.bool_)):
+        raise StrategyError(f"fractional_shares must be True or False, got {fractional_shares!r}")
+    if fractional_shares and _is_vector(strategy):
+        name = getattr(strategy, "__name__", repr(strategy))
+        raise StrategyError(
+            f"fractional_shares=True cannot be swept with {name}: a VectorStrategy's trials run on the "
+            "vectorized kernel, which trades whole shares only; sweep an event-engine strategy instead (a "
+            "TradingAlgorithm, not a VectorStrategy, e.g. handle_data calling order_target_percents with the "
+            "same weights), or pass fractional_shares=False"
+        )
 
 
 def _is_vector(strategy: type) -> bool:

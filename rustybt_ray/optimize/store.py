@@ -23,9 +23,12 @@ dead driver's unfinished work and are cut off when the store is opened for writi
 One driver writes a store at a time; readers (:meth:`OptimizationResult.open`) see the
 shards committed when they open it.
 
-Memory: the driver holds the key index (about 40 bytes a trial, as NumPy arrays), the
-rows not yet committed (at most ``flush_rows``) and one shard read back for a reuse
-lookup. Nothing grows with the trial count but the index.
+Memory: the driver holds the rows not yet committed (at most ``flush_rows``), one shard read
+back for a reuse lookup, and of the key index only the keys since its last merge (at most
+65,536) and one key per 256 trials: the index's sorted run is the file ``keys.index`` (40
+bytes a trial; see :mod:`rustybt_ray.optimize.store_index`), derived from the shards and
+rebuilt whenever the store opens. Nothing in the driver grows with the trial count but
+two bitmaps (a bit a trial).
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ from rustybt_ray.optimize.preflight import Preflight, check_sweep, dry_run
 from rustybt_ray.optimize.pruning import pruning_spec
 from rustybt_ray.optimize.result import OptimizationResult
 from rustybt_ray.optimize.search import GridSearchAlgorithm, SearchAlgorithm
-from rustybt_ray.optimize.session import SweepSession
+from rustybt_ray.optimize.session import SweepSession, check_fractional_shares
 from rustybt_ray.optimize.space import ParameterSpace
 from rustybt_ray.optimize.walk_forward_result import WalkForwardResult, parameter_stability, walk_forward_efficiency
 from rustybt_ray.optimize.walk_forward_source import TEST, TRAIN, VALIDATION, WalkForwardSource, WindowState
@@ -170,6 +170,7 @@ class WalkForwardOptimizer:
         journal: str | os.PathLike[str] | None = None,
         pruner: Any = None,
         checkpoint_every: str | int = "auto",
+        fractional_shares: bool = False,
     ) -> Preflight:
         """Check a run's arguments (the same as :meth:`run`'s) without starting Ray or writing anything.
 
@@ -179,6 +180,7 @@ class WalkForwardOptimizer:
         storage is refused: windows must not share, or resume, one study. Raises a
         :class:`~rustybt_ray.errors.RustyBTError`; :meth:`run` calls it first.
         """
+        check_fractional_shares(strategy, fractional_shares)
         if journal is not None and not isinstance(journal, (str, os.PathLike)):
             raise StrategyError(f"journal must be a file path, got {journal!r}")
         b, i0, i1 = check_sweep(strategy, bundle, start_date, end_date, capital_base=capital_base,
@@ -212,6 +214,7 @@ class WalkForwardOptimizer:
         journal: str | os.PathLike[str] | None = None,
         pruner: Any = None,
         checkpoint_every: str | int = "auto",
+        fractional_shares: bool = False,
     ) -> WalkForwardResult:
         """Run every window's train search, validation and test, all windows at once; see the module docstring.
 
@@ -224,18 +227,22 @@ class WalkForwardOptimizer:
         the checkpoints of ``checkpoint_every`` (see :meth:`ParallelOptimizer.run`);
         validation and test trials always run to the end.
 
+        ``fractional_shares=True`` trades fractions of a share in every segment's run
+        (as :meth:`ParallelOptimizer.run`; part of each trial's journal key).
+
         Everything that needs no worker is checked first (see :meth:`validate`). Every
         run uses fresh copies of the algorithm, so a second run repeats the analysis.
         """
         pre = self.validate(strategy, bundle, start_date, end_date, capital_base=capital_base,
                             commission=commission, slippage=slippage, fill_price=fill_price, journal=journal,
-                            pruner=pruner, checkpoint_every=checkpoint_every)
+                            pruner=pruner, checkpoint_every=checkpoint_every,
+                            fractional_shares=fractional_shares)
         b, windows, algorithms = pre.bundle, pre.windows or [], pre.algorithms
         book = TrialJournal(journal)  # reads it now: a damaged journal fails before Ray starts
         session = SweepSession(strategy, b, start_date, end_date, pool=self.pool, n_jobs=self.n_jobs,
                                config=self.config, address=self.address, capital_base=capital_base,
                                commission=commission, slippage=slippage, fill_price=fill_price,
-                               pruning=pre.pruning)
+                               pruning=pre.pruning, fractional_shares=fractional_shares)
         for algo in algorithms:
             algo.start(algo.space if algo.space is not None else self.param_space, self.objectives.pairs)
         space = algorithms[0].space
@@ -255,7 +262,8 @@ class WalkForwardOptimizer:
         meta = {
             "strategy": f"{strategy.__module__}.{strategy.__qualname__}", "bundle": b.name,
             "bundle_version": b.version, "start": str(start_date), "end": str(end_date),
-            "capital_base": float(capital_base), "window_config": repr(self.window_config),
+            "capital_base": float(capital_base), "fractional_shares": bool(fractional_shares),
+            "window_config": repr(self.window_config),
             "algorithm": type(algorithms[0]).__name__, "top_k": self.top_k,
             "periods_per_year": float(b.periods_per_year),
         }
