@@ -25,7 +25,7 @@ __all__ = ["KeyIndex", "release_freed_memory"]
 
 _RECORD = np.dtype([("key", "S32"), ("row", "<i8")])
 _BLOCK = 256  # records a lookup reads (10 KiB): one fence key per block stays in memory
-_CHUNK = 262_144  # records a merge reads at a time (10 MiB): the merge's memory bound
+_CHUNK = 65_536  # records a merge reads at a time (2.5 MiB): bounds the merge's memory to ~4 such chunks
 # Keys loaded in bulk (a store opening) are merged a million at a time: a bounded 40 MiB batch,
 # and 10x fewer passes over the run than merging them every ``merge_every`` keys.
 _BULK = 1_048_576
