@@ -20,8 +20,10 @@ not yet committed. Rows are committed a shard at a time, every ``flush_rows`` ro
 shard is written to a temporary file and renamed. A shard on disk is therefore whole
 and every return it points to is on disk; returns past the last committed row are the
 dead driver's unfinished work and are cut off when the store is opened for writing.
-One driver writes a store at a time; readers (:meth:`OptimizationResult.open`) see the
-shards committed when they open it.
+One driver writes a store at a time (enforced by a writer lock, see
+:mod:`rustybt_ray.optimize.store_lock`: a second driver gets a :class:`ConfigError`, a dead
+one leaves no stale lock); readers (:meth:`OptimizationResult.open`) see the shards committed
+when they open it.
 
 Memory: the driver holds the rows not yet committed (at most ``flush_rows``), one shard read
 back for a reuse lookup, and of the key index only the keys since its last merge (at most
@@ -49,6 +51,7 @@ import polars as pl
 from rustybt_ray.errors import ConfigError, OutputError
 from rustybt_ray.files import atomic_write, ensure_directory, write_json_atomic
 from rustybt_ray.optimize.store_index import KeyIndex, release_freed_memory
+from rustybt_ray.optimize.store_lock import WriterLock
 
 __all__ = ["ResultStore", "StoredReturns"]
 
@@ -76,6 +79,7 @@ _FIXED: dict[str, pl.DataType] = {
 INTERNAL_COLUMNS = ("key", "lost", "returns_offset", "returns_len")
 _MERGE_EVERY = 65_536  # recent keys held in a dict before they join the sorted run
 _INDEX = "keys.index"  # the key index's sorted run (derived: rebuilt from the shards at every open)
+_LOCK = ".writer.lock"  # flock'ed by the one process writing the store (see store_lock)
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ class ResultStore:
         self._fh: IO[bytes] | None = None
         self._last_commit = time.monotonic()
         self._cached: tuple[int, pl.DataFrame] | None = None
+        self._writer = WriterLock(self.path / _LOCK)
         self.loaded = 0
         if readonly:
             if not (self.path / _META).is_file():
@@ -153,9 +158,14 @@ class ResultStore:
             write_json_atomic(self.path / _META, self._meta)
         if param_names is not None and not self._meta.get("param_names"):
             self._meta["param_names"] = list(param_names)
-        self._repair()
-        self._scan_shards()
-        self._load_index()
+        self._writer.acquire()  # before the repair: it cuts returns that a live writer may still be committing
+        try:
+            self._repair()
+            self._scan_shards()
+            self._load_index()
+        except BaseException:
+            self._writer.release()
+            raise
 
     # -- opening ----------------------------------------------------------------------
 
@@ -417,7 +427,7 @@ class ResultStore:
         return frame
 
     def close(self) -> None:
-        """Commit what is pending and close the returns file."""
+        """Commit what is pending, close the returns file and release the writer lock."""
         if self.readonly:
             return
         try:
@@ -429,6 +439,7 @@ class ResultStore:
                     fh.close()
                 except OSError:
                     pass
+            self._writer.release()
 
     def set_header(self, header: Mapping[str, Any]) -> None:
         """Save the result's header (objective, directions, metric names, run meta) for :meth:`OptimizationResult.open`."""
