@@ -370,7 +370,7 @@ class TradingAlgorithm:
         assets = state.assets
         prices = state.price[t]
         # A wide ledger's positions are an array: read them as floats, as a list ledger's are.
-        pos = ledger.pos.tolist() if ledger.wide else ledger.pos
+        pos = ledger.position_list()
         held = [i for i, q in enumerate(pos) if q]
         positions = Positions(
             (assets[i], Position(assets[i], pos[i], ledger.cost[i], float(prices[i]))) for i in held

@@ -318,6 +318,10 @@ class Ledger:
             self._snap_cash.append(self.cash)
             self._snap_pos.append(self.pos.copy())
 
+    def position_list(self) -> list[float]:
+        """Shares per asset as a list of floats (a narrow ledger's own list: read it, do not change it)."""
+        return self.pos.tolist() if self.wide else self.pos  # type: ignore[union-attr,return-value]
+
     @property
     def has_fills(self) -> bool:
         """Whether any fill was booked (a ledger without one held nothing at any bar)."""

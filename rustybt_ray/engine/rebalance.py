@@ -161,17 +161,9 @@ def _numpy_path(state: RunState, cols: Sequence[int], ws: list[float], t: int) -
 
 
 def _wide_path(state: RunState, w: np.ndarray, t: int) -> list[int]:
-    # One weight per asset column, a wide ledger, t >= 0. The per-bar view is built
-    # here from the ledger's arrays when stale: RunState.refresh's numbers (ledger.value
-    # for pv, held = positions + open amounts, the same float additions), as arrays.
+    # One weight per asset column, a wide ledger, t >= 0: the per-bar view as arrays when stale.
     if state.pv_t != t:
-        ledger, book = state.ledger, state.book
-        row = state.price[t]
-        state.prow = row  # type: ignore[assignment]  # read-only here and by the order paths
-        state.pv = ledger.value(row)
-        pos: np.ndarray = ledger.pos  # type: ignore[assignment]
-        state.held = pos + np.array(book.open_amounts()) if book._ids else pos.copy()  # type: ignore[assignment]
-        state.pv_t = t
+        state.refresh_wide()
     held = state.held
     return _size_and_place(state, None, w, state.price[t], held if type(held) is np.ndarray else np.asarray(held),
                            t, state.cols, None)

@@ -156,8 +156,22 @@ class RunState:
             row = self.price[t]
             self.prow = row.tolist()
             self.pv = ledger.value(row)
-        pos = ledger.pos.tolist() if ledger.wide else ledger.pos  # floats: the per-asset order paths index it
+        pos = ledger.position_list()  # floats: the per-asset order paths index it
         self.held = [q + o for q, o in zip(pos, book.open_amounts())] if book._ids else pos.copy()
+        self.pv_t = t
+
+    def refresh_wide(self) -> None:
+        """:meth:`refresh` for a wide ledger at a bar ``t >= 0``, as arrays: the same numbers
+        (``ledger.value`` for the value, held = positions + open amounts, the same float
+        additions) without turning the ledger's arrays into lists. ``prow`` is the bundle's
+        read-only price row."""
+        t = self.data._t
+        ledger, book = self.ledger, self.book
+        row = self.price[t]
+        self.prow = row  # type: ignore[assignment]
+        self.pv = ledger.value(row)
+        pos: np.ndarray = ledger.pos  # type: ignore[assignment]
+        self.held = pos + np.array(book.open_amounts()) if book._ids else pos.copy()  # type: ignore[assignment]
         self.pv_t = t
 
     def portfolio_value(self) -> float:

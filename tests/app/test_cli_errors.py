@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import ray
+from cli_output import one_line_error
 
 from rustybt_ray.app.cli import describe_os_error, main
 
@@ -59,18 +59,6 @@ def cli(*args: str, cwd: Path, umask: int | None = None) -> subprocess.Completed
     pre = (lambda: os.umask(umask)) if umask is not None else None
     return subprocess.run([sys.executable, "-m", "rustybt_ray", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300, preexec_fn=pre)
-
-
-# Ray's own start-up log lines ("2026-01-01 10:00:00,123\tINFO worker.py:1 -- ...") are not the command's.
-RAY_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\t(INFO|WARNING) ")
-
-
-def one_line_error(err: str, *needles: str) -> None:
-    err = "".join(line for line in err.splitlines(keepends=True) if not RAY_LOG.match(line))
-    assert err.count("\n") == 1 and err.startswith("rustybt-ray: error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 def run_main(argv: list[str], capsys) -> str:

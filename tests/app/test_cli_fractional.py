@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import ray
+from cli_output import one_line_error
 
 from rustybt_ray import load_bundle
 from rustybt_ray.app.cli import main
@@ -43,22 +43,11 @@ algorithm = "grid"
 """
 START, END = "2017-01-01", "2018-06-30"
 
-RAY_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\t(INFO|WARNING) ")
-
-
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     # RAY_ADDRESS=local: the command starts its own Ray and stops it, whatever else runs here.
     env = dict(os.environ, RAY_ADDRESS="local", RAY_DEDUP_LOGS="0")
     return subprocess.run([sys.executable, "-m", "rustybt_ray", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300, check=False)
-
-
-def one_line_error(err: str, *needles: str) -> None:
-    err = "".join(line for line in err.splitlines(keepends=True) if not RAY_LOG.match(line))
-    assert err.count("\n") == 1 and err.startswith("rustybt-ray: error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 def test_a_sweep_file_with_fractional_shares_runs_fractional_trials(tmp_path):
